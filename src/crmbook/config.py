@@ -1,0 +1,188 @@
+"""The params schema and its loading: one validated `Config` object per run.
+
+A params file is YAML with one section per stage (GUIDE §4). Unknown keys and wrong types
+are `ConfigError`s naming the file and the key path, raised before any notebook starts.
+Relative paths in a params file are resolved against the folder that holds the params
+file, so a run does not depend on the directory it was started from.
+"""
+from __future__ import annotations
+
+import datetime as dt
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from crmbook.errors import ConfigError
+
+TABLE_NAMES = ("transactions", "customers", "touchpoints", "campaigns", "campaign_members", "channel_spend")
+FORMATS = ("csv", "excel", "parquet", "jsonl")
+
+
+class Section(BaseModel):
+    """A params section: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class RunSection(Section):
+    analysis_date: dt.date | None = Field(None, description='"today" for recency; default: the day after the last order')
+    currency: str = "USD"
+    timezone: str = "UTC"
+    engine: Literal["duckdb", "pyspark"] = "duckdb"
+
+
+class ReportSection(Section):
+    language: Literal["en", "zh"] = "en"
+    title: str = "Customer analytics"
+
+
+class Source(Section):
+    """One input file and how its columns map onto a canonical table."""
+
+    path: Path
+    format: Literal["csv", "excel", "parquet", "jsonl"] | None = None
+    encoding: str = "auto"
+    delimiter: str | None = None
+    sheet: str | int = 0
+    preset: str | None = None
+    columns: dict[str, str] = Field(default_factory=dict, description="canonical name: source column")
+
+    @property
+    def file_format(self) -> str:
+        """The declared format, else the one the file suffix implies."""
+        if self.format:
+            return self.format
+        suffix = self.path.suffix.lower()
+        return {".xlsx": "excel", ".xls": "excel", ".parquet": "parquet", ".pq": "parquet",
+                ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
+
+
+class Sources(Section):
+    transactions: list[Source] = Field(default_factory=list)
+    customers: list[Source] = Field(default_factory=list)
+    touchpoints: list[Source] = Field(default_factory=list)
+    campaigns: list[Source] = Field(default_factory=list)
+    campaign_members: list[Source] = Field(default_factory=list)
+    channel_spend: list[Source] = Field(default_factory=list)
+
+    def items(self) -> list[tuple[str, list[Source]]]:
+        """(table, sources) for every table that has at least one source."""
+        return [(name, getattr(self, name)) for name in TABLE_NAMES if getattr(self, name)]
+
+
+class DemoSection(Section):
+    """Generate the synthetic demo data into `dir` when it is missing (see crmbook.synth)."""
+
+    dir: Path
+    customers: int = Field(5000, gt=0)
+    seed: int = 42
+    messy: bool = True
+
+
+class DataSection(Section):
+    demo: DemoSection | None = None
+    sources: Sources = Field(default_factory=Sources)
+
+
+class CleaningSection(Section):
+    date_formats: list[str] = Field(
+        default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y %H:%M", "%d/%m/%Y"],
+        description="tried in order; the first is the canonical one, other matches are counted as rewritten",
+    )
+    refund_statuses: list[str] = Field(default_factory=lambda: ["refund", "refunded", "return", "returned"])
+    cancel_statuses: list[str] = Field(default_factory=lambda: ["cancelled", "canceled", "void", "voided"])
+    future_cutoff: dt.date | None = Field(None, description="rows dated after this are future-dated; default: run.analysis_date, else today")
+
+
+class StageSection(Section):
+    """Settings of a stage not built yet: empty, but unknown keys are still errors."""
+
+
+class Config(Section):
+    run: RunSection = Field(default_factory=RunSection)
+    report: ReportSection = Field(default_factory=ReportSection)
+    data: DataSection = Field(default_factory=DataSection)
+    cleaning: CleaningSection = Field(default_factory=CleaningSection)
+    segmentation: StageSection = Field(default_factory=StageSection)
+    clv: StageSection = Field(default_factory=StageSection)
+    attribution: StageSection = Field(default_factory=StageSection)
+    performance: StageSection = Field(default_factory=StageSection)
+    params_file: Path = Field(Path("params.yaml"), exclude=True)
+
+    @field_validator("params_file")
+    @classmethod
+    def _absolute(cls, value: Path) -> Path:
+        return value.resolve()
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the params file, made absolute against the params file's folder."""
+        return path if path.is_absolute() else (self.params_file.parent / path).resolve()
+
+    def public_dict(self) -> dict[str, Any]:
+        """The resolved params as plain data, for the manifest (secrets are never in params)."""
+        return self.model_dump(mode="json")
+
+
+def _key_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
+
+
+def _describe(error: dict[str, Any]) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return "unknown key"
+    if kind == "missing":
+        return "required key is missing"
+    return f"{error['msg']} (got {error.get('input')!r})"
+
+
+def _allowed_keys(loc: tuple[Any, ...]) -> list[str]:
+    model: Any = Config
+    for part in loc[:-1]:
+        if isinstance(part, int):
+            continue
+        field = model.model_fields.get(part)
+        annotation = getattr(field, "annotation", None)
+        for candidate in (annotation, *getattr(annotation, "__args__", ())):
+            candidate = getattr(candidate, "__args__", (candidate,))[0] if getattr(candidate, "__origin__", None) is list else candidate
+            if isinstance(candidate, type) and issubclass(candidate, BaseModel):
+                model = candidate
+                break
+        else:
+            return []
+    return [name for name in model.model_fields if name != "params_file"]
+
+
+def load(path: str | Path) -> Config:
+    """Read and validate a params file; raise `ConfigError` with file and key path on any problem."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(path, "", "params file not found")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f"line {mark.line + 1}" if mark else ""
+        raise ConfigError(path, where, f"not valid YAML: {getattr(error, 'problem', error)}") from None
+    if not isinstance(raw, dict):
+        raise ConfigError(path, "", "expected a mapping of sections (run, report, data, ...)")
+    if "params_file" in raw:
+        raise ConfigError(path, "params_file", "unknown key")
+    try:
+        return Config.model_validate({**raw, "params_file": path})
+    except ValidationError as exc:
+        errors = exc.errors()
+        first = errors[0]
+        message = _describe(first)
+        if first["type"] == "extra_forbidden":
+            allowed = _allowed_keys(first["loc"])
+            if allowed:
+                message += f" (allowed: {', '.join(allowed)})"
+        if len(errors) > 1:
+            message += f"; and {len(errors) - 1} more problem(s)"
+        raise ConfigError(path, _key_path(first["loc"]), message) from None

@@ -1,0 +1,288 @@
+"""The pipeline runner: validate, execute the notebooks with papermill, export HTML, publish.
+
+A run (GUIDE §3):
+1. loads the params and checks every input before any kernel starts;
+2. executes the stage notebooks into `reports/.<run_id>.partial/`, each wave of stages whose
+   dependencies are done in parallel (`jobs` processes), printing a line per stage;
+3. exports each executed notebook to HTML without code, writes `manifest.json` and `index.html`;
+4. on success renames the folder to `reports/<run_id>/` and repoints `reports/latest`; on
+   failure renames it to `reports/<run_id>.failed/`, keeps papermill's error notebook, leaves
+   `latest` alone, and raises `RunError` (the command line exits 1).
+A lock on the reports folder keeps two runs from publishing over each other.
+"""
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import fcntl
+import hashlib
+import os
+import platform
+import signal
+import subprocess
+import sys
+import time
+import traceback
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from importlib import metadata
+from multiprocessing import get_context
+from pathlib import Path
+
+from crmbook import config, ingestion
+from crmbook.errors import CrmbookError, RunError
+
+PROJECT_ROOT = Path(__file__).resolve().parents[2]
+NOTEBOOKS = PROJECT_ROOT / "notebooks"
+KERNEL = "python3"
+PACKAGES = ("crmbook", "pandas", "numpy", "scipy", "scikit-learn", "statsmodels", "duckdb", "pyarrow",
+            "papermill", "nbconvert", "nbclient", "ipykernel", "pandera", "pydantic", "seaborn", "matplotlib")
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A notebook and the stages whose outputs it reads."""
+
+    name: str
+    needs: tuple[str, ...] = ()
+
+
+STAGES: tuple[Stage, ...] = (
+    Stage("01_ingestion"),
+    Stage("02_cleaning", ("01_ingestion",)),
+)
+
+
+@dataclass
+class StageResult:
+    name: str
+    status: str = "pending"
+    duration_s: float = 0.0
+    reason: str = ""
+
+
+@dataclass
+class RunOptions:
+    params_path: Path
+    reports_dir: Path = Path("reports")
+    jobs: int = field(default_factory=lambda: os.cpu_count() or 1)
+    stages: tuple[str, ...] | None = None
+    notebooks_dir: Path = NOTEBOOKS
+    cell_timeout_s: int | None = 1800
+    echo: bool = True
+
+
+def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path, cell_timeout_s: int | None) -> float:
+    """Execute one notebook with papermill (kernel `python3`, IPC transport so that kernels started
+    in parallel cannot collide on TCP ports, papermill #511). Returns seconds. Raises on failure,
+    including a cell timeout, which leaves no error banner in the notebook."""
+    import papermill
+    from jupyter_client.manager import AsyncKernelManager
+
+    class IPCKernelManager(AsyncKernelManager):
+        transport = "ipc"
+
+    started = time.perf_counter()
+    papermill.execute_notebook(
+        str(notebook), str(output), parameters={"params_path": str(params_path), "run_dir": str(run_dir)},
+        kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=False,
+        execution_timeout=cell_timeout_s, kernel_manager_class=IPCKernelManager,
+    )
+    return time.perf_counter() - started
+
+
+def _failure_reason(error: BaseException) -> str:
+    name = type(error).__name__
+    if name == "PapermillExecutionError":
+        return f"cell {getattr(error, 'exec_count', '?')} raised {getattr(error, 'ename', '')}: {getattr(error, 'evalue', '')}".strip()
+    if "Timeout" in name:
+        return f"a cell timed out ({error})"
+    return f"{name}: {error}"
+
+
+def plan_waves(stages: tuple[Stage, ...]) -> list[list[Stage]]:
+    """Group stages into waves; each wave only needs stages of earlier waves."""
+    waves, done, todo = [], set(), list(stages)
+    while todo:
+        wave = [s for s in todo if set(s.needs) <= done]
+        if not wave:
+            raise RunError(f"stages {[s.name for s in todo]} need stages that are not selected")
+        waves.append(wave)
+        done |= {s.name for s in wave}
+        todo = [s for s in todo if s not in wave]
+    return waves
+
+
+def sha256(path: Path) -> str:
+    return ingestion.file_sha256(path)
+
+
+def _git_commit() -> str | None:
+    with contextlib.suppress(Exception):
+        out = subprocess.run(["git", "-C", str(PROJECT_ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5)
+        if out.returncode == 0:
+            return out.stdout.strip()
+    return None
+
+
+def _versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in PACKAGES:
+        with contextlib.suppress(metadata.PackageNotFoundError):
+            versions[name] = metadata.version(name)
+    return versions
+
+
+def new_run_id(reports_dir: Path, params_path: Path) -> str:
+    stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
+    base = f"{stamp}-{params_path.stem}"
+    run_id, n = base, 1
+    while any((reports_dir / name).exists() for name in (run_id, f"{run_id}.failed", f".{run_id}.partial")):
+        n += 1
+        run_id = f"{base}-{n}"
+    return run_id
+
+
+@contextlib.contextmanager
+def reports_lock(reports_dir: Path):
+    """Hold `reports/.lock` for the whole run; a second run on the same folder is refused."""
+    reports_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(reports_dir / ".lock", "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.close()
+        raise RunError(f"another crmbook run is writing to {reports_dir}; wait for it to finish") from None
+    try:
+        yield
+    finally:
+        fcntl.flock(handle, fcntl.LOCK_UN)
+        handle.close()
+
+
+def point_latest(reports_dir: Path, run_id: str) -> None:
+    """Atomically repoint reports/latest at a finished run."""
+    tmp = reports_dir / ".latest.tmp"
+    with contextlib.suppress(FileNotFoundError):
+        tmp.unlink()
+    tmp.symlink_to(run_id, target_is_directory=True)
+    os.replace(tmp, reports_dir / "latest")
+
+
+def build_manifest(run_id: str, cfg: config.Config, results: list[StageResult], run_dir: Path,
+                   started: dt.datetime, status: str, error: str | None) -> dict:
+    """Run id, times, per-stage status and duration, params, sha256 of inputs and outputs, versions."""
+    inputs = [{"table": table, "path": str(src.path), "sha256": sha256(cfg.resolve(src.path))}
+              for table, sources in cfg.data.sources.items() for src in sources if cfg.resolve(src.path).is_file()]
+    outputs = [{"path": str(p.relative_to(run_dir)), "bytes": p.stat().st_size, "sha256": sha256(p)}
+               for p in sorted(run_dir.rglob("*")) if p.is_file() and p.name != "manifest.json"]
+    finished = dt.datetime.now(dt.UTC)
+    return {
+        "run_id": run_id, "status": status, "error": error, "title": cfg.report.title,
+        "as_of": cfg.run.analysis_date.isoformat() if cfg.run.analysis_date else None,
+        "started": started.isoformat(timespec="seconds"), "finished": finished.isoformat(timespec="seconds"),
+        "duration_s": round((finished - started).total_seconds(), 2),
+        "stages": [vars(r) for r in results], "params_file": str(cfg.params_file), "params": cfg.public_dict(),
+        "inputs": inputs, "outputs": outputs, "git_commit": _git_commit(), "versions": _versions(),
+        "command": " ".join(["crmbook", *sys.argv[1:]]) if sys.argv else "",
+    }
+
+
+def _say(opts: RunOptions, line: str) -> None:
+    if opts.echo:
+        print(line, flush=True)
+
+
+def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature
+    raise RunError(f"stopped by signal {signal.Signals(signum).name}")
+
+
+def run(opts: RunOptions) -> Path:
+    """Run the workbook; returns the published run folder. Raises CrmbookError on any failure."""
+    import json
+
+    from crmbook import report
+
+    cfg = config.load(opts.params_path)
+    ingestion.ensure_demo(cfg)
+    ingestion.check_sources(cfg)
+    selected = tuple(s for s in STAGES if opts.stages is None or s.name in opts.stages)
+    waves = plan_waves(selected)
+    reports_dir = opts.reports_dir.resolve()
+    with reports_lock(reports_dir):
+        run_id = new_run_id(reports_dir, opts.params_path)
+        partial = reports_dir / f".{run_id}.partial"
+        (partial / "notebooks").mkdir(parents=True)
+        results = {s.name: StageResult(s.name) for s in selected}
+        started = dt.datetime.now(dt.UTC)
+        previous = signal.signal(signal.SIGTERM, _terminate)
+        error: str | None = None
+        _say(opts, f"crmbook run {run_id}: {len(selected)} stage(s), params {opts.params_path}")
+        try:
+            for wave in waves:
+                _run_wave(wave, opts, cfg, partial, results)
+            exp = report.exporter()
+            for stage in selected:
+                report.export_html(partial / "notebooks" / f"{stage.name}.ipynb", partial / f"{stage.name}.html",
+                                   title=f"{cfg.report.title} · {report.t(stage.name, cfg.report.language)}",
+                                   language=cfg.report.language, exp=exp)
+        except BaseException as exc:  # noqa: BLE001 - every failure must end as a .failed run
+            error = exc.args[0] if isinstance(exc, CrmbookError) else _failure_reason(exc)
+            if not isinstance(exc, (CrmbookError, KeyboardInterrupt)):
+                (partial / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+        finally:
+            signal.signal(signal.SIGTERM, previous)
+        status = "failed" if error else "succeeded"
+        summaries = {}
+        for path in sorted((partial / "summary").glob("*.json")):
+            summaries[path.stem] = json.loads(path.read_text(encoding="utf-8"))
+        manifest = build_manifest(run_id, cfg, list(results.values()), partial, started, status, error)
+        report.write_index(partial, manifest, summaries, cfg.report.language)
+        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        if error:
+            failed = reports_dir / f"{run_id}.failed"
+            partial.rename(failed)
+            raise RunError(f"run {run_id} failed: {error}. Details: {failed}/manifest.json and {failed}/notebooks/")
+        final = reports_dir / run_id
+        partial.rename(final)
+        point_latest(reports_dir, run_id)
+        _say(opts, f"crmbook run {run_id}: succeeded in {manifest['duration_s']:.1f} s -> {final}/index.html")
+        return final
+
+
+def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: Path, results: dict[str, StageResult]) -> None:
+    """Execute one wave of stages (in parallel when there are several); raise on the first failure."""
+    def args(stage: Stage) -> tuple:
+        return (opts.notebooks_dir / f"{stage.name}.ipynb", run_dir / "notebooks" / f"{stage.name}.ipynb",
+                cfg.params_file, run_dir, opts.cell_timeout_s)
+
+    failures = []
+    if len(wave) == 1 or opts.jobs <= 1:
+        outcomes = []
+        for stage in wave:
+            try:
+                outcomes.append((stage, execute_stage(*args(stage)), None))
+            except Exception as exc:  # noqa: BLE001
+                outcomes.append((stage, 0.0, exc))
+                break
+    else:
+        with ProcessPoolExecutor(max_workers=min(opts.jobs, len(wave)), mp_context=get_context("spawn")) as pool:
+            futures = [(stage, pool.submit(execute_stage, *args(stage))) for stage in wave]
+            outcomes = []
+            for stage, future in futures:
+                try:
+                    outcomes.append((stage, future.result(), None))
+                except Exception as exc:  # noqa: BLE001
+                    outcomes.append((stage, 0.0, exc))
+    for stage, seconds, exc in outcomes:
+        result = results[stage.name]
+        result.duration_s = round(seconds, 2)
+        if exc is None:
+            result.status = "succeeded"
+            _say(opts, f"  {stage.name:<16} done in {seconds:5.1f} s")
+        else:
+            result.status, result.reason = "failed", _failure_reason(exc)
+            _say(opts, f"  {stage.name:<16} FAILED: {result.reason}")
+            failures.append(result)
+    if failures:
+        raise RunError(f"stage {failures[0].name} failed: {failures[0].reason}")

@@ -1,0 +1,42 @@
+"""Shared fixtures: params files pointing at synthetic data in a temporary folder."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+TINY = ROOT / "tests" / "params" / "tiny.yaml"
+
+
+def write_params(folder: Path, data_dir: Path, text: str | None = None, **replace: str) -> Path:
+    """A copy of tests/params/tiny.yaml whose data lives in `data_dir` (absolute paths)."""
+    body = (text or TINY.read_text(encoding="utf-8")).replace("../../data/raw/tiny", str(data_dir))
+    for old, new in replace.items():
+        body = body.replace(old, new)
+    path = folder / "params.yaml"
+    path.write_text(body, encoding="utf-8")
+    return path
+
+
+def crmbook(*args: str, cwd: Path | None = None, timeout: float = 600, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Run the command line as a user would, capturing its output."""
+    command = [sys.executable, "-m", "crmbook.cli", *args]
+    return subprocess.run(command, capture_output=True, text=True, cwd=cwd, timeout=timeout,
+                          env={**os.environ, **(env or {})})
+
+
+@pytest.fixture(scope="session")
+def demo_dir(tmp_path_factory) -> Path:
+    """Tiny messy demo data (300 customers), generated once per test session."""
+    from crmbook import synth
+
+    return synth.generate(tmp_path_factory.mktemp("demo") / "tiny", customers=300, seed=42, messy=True)
+
+
+@pytest.fixture
+def params(tmp_path, demo_dir) -> Path:
+    return write_params(tmp_path, demo_dir)

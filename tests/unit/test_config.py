@@ -1,0 +1,78 @@
+"""Params validation: every mistake names the file and the key path, in one line."""
+import time
+
+import pytest
+
+from crmbook import config
+from crmbook.errors import ConfigError
+from tests.conftest import ROOT, crmbook, write_params
+
+
+def test_default_params_validate():
+    cfg = config.load(ROOT / "params" / "default.yaml")
+    assert cfg.report.language == "en"
+    assert cfg.resolve(cfg.data.sources.transactions[0].path) == ROOT / "data" / "raw" / "demo" / "orders.csv"
+
+
+@pytest.mark.parametrize("yaml_text, key, words", [
+    ("segmentaton: {}\n", "segmentaton", "unknown key"),
+    ("data:\n  sources:\n    transactions:\n      - path: x.csv\n        colums: {}\n", "data.sources.transactions[0].colums", "unknown key"),
+    ("report:\n  language: fr\n", "report.language", "'en' or 'zh'"),
+    ("run:\n  analysis_date: yesterday\n", "run.analysis_date", "valid date"),
+    ("data:\n  demo: {customers: 10}\n", "data.demo.dir", "required key is missing"),
+    ("run: [1, 2]\n", "run", "valid dictionary"),
+])
+def test_config_errors_name_file_and_key(tmp_path, yaml_text, key, words):
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml_text)
+    with pytest.raises(ConfigError) as info:
+        config.load(path)
+    message = str(info.value)
+    assert message.startswith(f"{path}: {key}: ")
+    assert words in message
+    assert "\n" not in message
+
+
+def test_yaml_syntax_error_names_line(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("run:\n  currency: [USD\n")
+    with pytest.raises(ConfigError, match=r"line \d+: not valid YAML"):
+        config.load(path)
+
+
+def test_missing_params_file(tmp_path):
+    with pytest.raises(ConfigError, match="params file not found"):
+        config.load(tmp_path / "nope.yaml")
+
+
+def test_relative_paths_resolve_against_the_params_file(tmp_path):
+    (tmp_path / "sub").mkdir()
+    path = tmp_path / "sub" / "p.yaml"
+    path.write_text("data:\n  sources:\n    transactions:\n      - path: ../orders.csv\n")
+    cfg = config.load(path)
+    assert cfg.resolve(cfg.data.sources.transactions[0].path) == tmp_path / "orders.csv"
+
+
+def _assert_fast_one_line_failure(result, seconds, *words):
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert seconds < 5, f"took {seconds:.1f} s"
+    for word in words:
+        assert word in lines[0]
+
+
+def test_unknown_key_fails_fast_without_traceback(tmp_path, demo_dir):
+    params = write_params(tmp_path, demo_dir, **{"cleaning: {}": "cleaning: {dedupe: true}"})
+    started = time.perf_counter()
+    result = crmbook("run", "--params", str(params), "--reports-dir", str(tmp_path / "reports"))
+    _assert_fast_one_line_failure(result, time.perf_counter() - started, str(params), "cleaning.dedupe", "unknown key")
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_missing_input_file_fails_fast_without_traceback(tmp_path, demo_dir):
+    params = write_params(tmp_path, demo_dir, **{"/orders.csv": "/orders_2024.csv"})
+    started = time.perf_counter()
+    result = crmbook("run", "--params", str(params), "--reports-dir", str(tmp_path / "reports"))
+    _assert_fast_one_line_failure(result, time.perf_counter() - started, "orders_2024.csv", "file not found")
