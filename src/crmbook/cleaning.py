@@ -43,8 +43,10 @@ class Cleaned:
     quality: pd.DataFrame = field(default_factory=pd.DataFrame)
 
 
-def _split(frame: pd.DataFrame, remove: pd.Series, reason: str | pd.Series, changed: int = 0) -> Step:
-    removed = frame[remove].copy()
+def _split(frame: pd.DataFrame, remove: pd.Series, reason: str | pd.Series, changed: int = 0,
+           original: pd.DataFrame | None = None) -> Step:
+    """Keep `frame[~remove]`; quarantine the same rows as they were before this rule (`original`)."""
+    removed = (frame if original is None else original)[remove].copy()
     removed["reason"] = reason if isinstance(reason, str) else reason[remove]
     return Step(frame[~remove], removed, changed)
 
@@ -93,8 +95,8 @@ def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: 
     rewritten = int(((matched >= 0) & (matched != main_format)).sum())
     converted = frame.assign(**{column: parsed})
     if required:
-        reason = np.where(empty, f"{column} is empty", f"{column} is not a date in any of the formats " + ", ".join(formats))
-        return _split(converted, bad | empty, pd.Series(reason, index=frame.index), rewritten)
+        reason = np.where(empty, f"{column} is empty", f"{column} is not a date in any format of cleaning.date_formats")
+        return _split(converted, bad | empty, pd.Series(reason, index=frame.index), rewritten, original=frame)
     return Step(converted, frame.iloc[0:0].assign(reason=""), rewritten + int(bad.sum()))
 
 
@@ -119,7 +121,7 @@ def parse_numbers(frame: pd.DataFrame, column: str, required: bool, integer: boo
     converted = frame.assign(**{column: numbers.round().astype("Int64") if integer else numbers})
     if required:
         missing = numbers.isna()
-        return _split(converted, missing, f"{column} is not a number", 0)
+        return _split(converted, missing, f"{column} is not a number", 0, original=frame)
     return Step(converted, frame.iloc[0:0].assign(reason=""), int(bad.sum()))
 
 
@@ -306,3 +308,16 @@ def summarise(cleaned: Cleaned, cfg: Config):
     if rewritten:
         findings.append(report.say("f_rewritten", lang, n=report.number(rewritten)))
     return report.StageSummary(cards, findings[:5])
+
+
+def quarantine_sample(quarantine: pd.DataFrame, per_rule: int = 3) -> pd.DataFrame:
+    """A few quarantined rows per rule, reason and lineage first (for the report)."""
+    first = ["rule", "reason", "source", "source_row"]
+    sample = quarantine.groupby("rule", sort=False).head(per_rule)
+    return sample[first + [c for c in sample.columns if c not in first]]
+
+
+def rules_that_acted(quality: pd.DataFrame) -> pd.DataFrame:
+    """The ledger rows of rules that removed or rewrote something (for the report)."""
+    acted = (quality["rows_quarantined"] > 0) | (quality["rows_changed"] > 0)
+    return quality[acted].drop(columns=["stage"])

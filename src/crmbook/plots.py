@@ -3,13 +3,10 @@ units; the palette is colour-blind safe (Okabe-Ito, as in seaborn's 'colorblind'
 Chinese labels need a CJK font: Noto Sans CJK (Debian fonts-noto-cjk) is used when present."""
 from __future__ import annotations
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-import seaborn as sns  # noqa: E402
-from matplotlib import font_manager  # noqa: E402
+import matplotlib.pyplot as plt
+import pandas as pd
+import seaborn as sns
+from matplotlib import font_manager
 
 PALETTE = "colorblind"
 FIG_WIDTH = 9.0
