@@ -28,7 +28,8 @@ reports: $(STAMP) ## run the workbook on PARAMS (default: the embedded demo) int
 
 test: $(STAMP) ## unit, reference, notebook and end-to-end tests
 	$(BIN)/python -m pytest -q -p no:cacheprovider tests
-	CRMBOOK_PARAMS=$(CURDIR)/tests/params/tiny.yaml $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax notebooks
+	tmp=$$(mktemp -d) && CRMBOOK_PARAMS=$(CURDIR)/tests/params/tiny.yaml CRMBOOK_RUN_DIR=$$tmp \
+	  $(BIN)/python -m pytest -q -p no:cacheprovider --nbval-lax notebooks && rm -rf $$tmp
 
 lab: $(STAMP) ## open JupyterLab on notebooks/
 	$(BIN)/jupyter lab notebooks

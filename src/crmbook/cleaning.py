@@ -127,17 +127,18 @@ def parse_numbers(frame: pd.DataFrame, column: str, required: bool, integer: boo
 
 def canonical_spelling(values: pd.Series) -> pd.Series:
     """Trim, collapse inner spaces, and give case-insensitive variants one spelling: the most
-    frequent one (ties: the alphabetically first), so 'Email ' and 'EMAIL' join 'email'."""
-    text = values.astype("str").str.strip().str.replace(r"\s+", " ", regex=True)
-    text = text.where(values.notna())
-    counts = text.value_counts()
+    frequent one (ties: the alphabetically first), so 'Email ' and 'EMAIL' join 'email'.
+    Works on the distinct values only, then maps them back onto the rows."""
+    counts = values.value_counts(dropna=True)
     if counts.empty:
-        return text
-    ranking = pd.DataFrame({"spelling": counts.index, "n": counts.to_numpy()})
-    ranking["key"] = ranking["spelling"].str.casefold()
-    ranking = ranking.sort_values(["key", "n", "spelling"], ascending=[True, False, True])
-    best = ranking.drop_duplicates("key").set_index("key")["spelling"]
-    return text.str.casefold().map(best).where(text.notna())
+        return values.astype("str").where(values.notna())
+    variants = pd.DataFrame({"raw": counts.index.astype("str"), "n": counts.to_numpy()})
+    variants["spelling"] = variants["raw"].str.strip().str.replace(r"\s+", " ", regex=True)
+    variants["key"] = variants["spelling"].str.casefold()
+    totals = variants.groupby(["key", "spelling"], as_index=False)["n"].sum()
+    best = totals.sort_values(["key", "n", "spelling"], ascending=[True, False, True]).drop_duplicates("key")
+    variants["canonical"] = variants["key"].map(best.set_index("key")["spelling"])
+    return values.astype("str").map(variants.set_index("raw")["canonical"]).where(values.notna())
 
 
 def normalise_categories(frame: pd.DataFrame, columns: list[str]) -> Step:
