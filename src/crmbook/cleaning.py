@@ -176,12 +176,15 @@ def net_refunds(frame: pd.DataFrame, rules: CleaningSection) -> Step:
         return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
     sales = frame[~is_reversal]
     gross = sales.groupby("order_id")["amount"].sum()
-    reversal_total = frame[is_reversal].groupby("order_id")["amount"].apply(lambda a: -a.abs().sum())
-    linked = is_reversal & frame["order_id"].isin(gross.index)
+    reversals = frame[is_reversal]
+    # Index lookups, not Series.isin: pandas' Arrow-string isin builds a scalar per looked-up value.
+    linked = pd.Series(False, index=frame.index)
+    linked[reversals.index] = gross.index.get_indexer(reversals["order_id"]) >= 0
     reason = pd.Series("", index=frame.index)
     reason[linked] = kind[linked] + " netted into its order"
     reason[is_reversal & ~linked] = "refund with no order to net into (" + kind[is_reversal & ~linked] + ")"
-    reversal_total = reversal_total[reversal_total.index.isin(gross.index)]
+    netted = reversals[linked[reversals.index]]
+    reversal_total = -netted["amount"].abs().groupby(netted["order_id"]).sum()
     factor = ((gross.loc[reversal_total.index] + reversal_total) / gross.loc[reversal_total.index]).clip(lower=0)
     scale = sales["order_id"].map(factor).fillna(1.0)
     kept = sales.assign(amount=sales["amount"] * scale)
