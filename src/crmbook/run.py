@@ -41,16 +41,34 @@ PACKAGES = ("crmbook", "pandas", "numpy", "scipy", "scikit-learn", "statsmodels"
 
 @dataclass(frozen=True)
 class Stage:
-    """A notebook and the stages whose outputs it reads."""
+    """A notebook, the stages whose outputs it reads, and the canonical tables it needs (any of)."""
 
     name: str
     needs: tuple[str, ...] = ()
+    tables: tuple[str, ...] = ()
 
 
-STAGES: tuple[Stage, ...] = (
-    Stage("01_ingestion"),
-    Stage("02_cleaning", ("01_ingestion",)),
-)
+def discover_stages(notebooks_dir: Path) -> tuple[Stage, ...]:
+    """The stages are the notebooks `NN_name.ipynb`, in order. Each declares in its metadata
+    `crmbook: {needs: [stage, ...], tables: [table, ...]}`: the stages it reads from, and the
+    canonical tables of which it needs at least one (none listed: it always runs)."""
+    import json
+
+    stages = []
+    for path in sorted(notebooks_dir.glob("[0-9][0-9]_*.ipynb")):
+        meta = json.loads(path.read_text(encoding="utf-8")).get("metadata", {}).get("crmbook", {})
+        stages.append(Stage(path.stem, tuple(meta.get("needs", ())), tuple(meta.get("tables", ()))))
+    if not stages:
+        raise RunError(f"no notebooks named NN_<stage>.ipynb in {notebooks_dir}")
+    return tuple(stages)
+
+
+def skip_reason(stage: Stage, tables: set[str], skipped: set[str]) -> str | None:
+    """Why a stage cannot run with these input tables (None: it can)."""
+    if stage.tables and not tables & set(stage.tables):
+        return "needs a " + " or ".join(stage.tables) + " table, and the params have none"
+    upstream = [n for n in stage.needs if n in skipped]
+    return f"needs stage {upstream[0]}, which was skipped" if upstream else None
 
 
 @dataclass
@@ -102,9 +120,10 @@ def _failure_reason(error: BaseException) -> str:
 
 def plan_waves(stages: tuple[Stage, ...]) -> list[list[Stage]]:
     """Group stages into waves; each wave only needs stages of earlier waves."""
+    selected = {s.name for s in stages}
     waves, done, todo = [], set(), list(stages)
     while todo:
-        wave = [s for s in todo if set(s.needs) <= done]
+        wave = [s for s in todo if {n for n in s.needs if n in selected} <= done]
         if not wave:
             raise RunError(f"stages {[s.name for s in todo]} need stages that are not selected")
         waves.append(wave)
@@ -206,18 +225,34 @@ def run(opts: RunOptions) -> Path:
     cfg = config.load(opts.params_path)
     ingestion.ensure_demo(cfg)
     ingestion.check_sources(cfg)
-    selected = tuple(s for s in STAGES if opts.stages is None or s.name in opts.stages)
+    stages = discover_stages(opts.notebooks_dir)
+    unknown = set(opts.stages or ()) - {s.name for s in stages}
+    if unknown:
+        raise RunError(f"unknown stage(s) {sorted(unknown)}; the stages are {[s.name for s in stages]}")
+    tables = {name for name, _ in cfg.data.sources.items()}
+    results: dict[str, StageResult] = {}
+    runnable: list[Stage] = []
+    for stage in stages:
+        if opts.stages is not None and stage.name not in opts.stages:
+            continue
+        reason = skip_reason(stage, tables, {n for n, r in results.items() if r.status == "skipped"})
+        results[stage.name] = StageResult(stage.name, "skipped" if reason else "pending", reason=reason or "")
+        if not reason:
+            runnable.append(stage)
+    selected = tuple(runnable)
     waves = plan_waves(selected)
     reports_dir = opts.reports_dir.resolve()
     with reports_lock(reports_dir):
         run_id = new_run_id(reports_dir, opts.params_path)
         partial = reports_dir / f".{run_id}.partial"
         (partial / "notebooks").mkdir(parents=True)
-        results = {s.name: StageResult(s.name) for s in selected}
         started = dt.datetime.now(dt.UTC)
         previous = signal.signal(signal.SIGTERM, _terminate)
         error: str | None = None
         _say(opts, f"crmbook run {run_id}: {len(selected)} stage(s), params {opts.params_path}")
+        for result in results.values():
+            if result.status == "skipped":
+                _say(opts, f"  {result.name:<16} skipped: {result.reason}")
         try:
             for wave in waves:
                 _run_wave(wave, opts, cfg, partial, results)

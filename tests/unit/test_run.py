@@ -1,0 +1,39 @@
+"""Runner planning: stages from notebooks, waves, and skipped stages."""
+import nbformat
+import pytest
+
+from crmbook.errors import RunError
+from crmbook.run import Stage, discover_stages, plan_waves, skip_reason
+
+
+def _notebook(folder, name, needs=(), tables=()):
+    nb = nbformat.v4.new_notebook(metadata={"crmbook": {"needs": list(needs), "tables": list(tables)}})
+    nbformat.write(nb, folder / f"{name}.ipynb")
+
+
+def test_stages_are_discovered_in_order_with_their_metadata(tmp_path):
+    _notebook(tmp_path, "02_cleaning", ["01_ingestion"])
+    _notebook(tmp_path, "01_ingestion")
+    _notebook(tmp_path, "06_performance", ["02_cleaning"], ["transactions", "campaign_members"])
+    (tmp_path / "scratch.ipynb").write_text("{}")
+    stages = discover_stages(tmp_path)
+    assert [s.name for s in stages] == ["01_ingestion", "02_cleaning", "06_performance"]
+    assert stages[2] == Stage("06_performance", ("02_cleaning",), ("transactions", "campaign_members"))
+
+
+def test_no_notebooks_is_an_error(tmp_path):
+    with pytest.raises(RunError, match="no notebooks"):
+        discover_stages(tmp_path)
+
+
+def test_waves_run_independent_stages_together():
+    stages = (Stage("01"), Stage("02", ("01",)), Stage("03", ("02",)), Stage("04", ("02",)), Stage("05", ("03",)))
+    assert [[s.name for s in wave] for wave in plan_waves(stages)] == [["01"], ["02"], ["03", "04"], ["05"]]
+
+
+def test_a_stage_whose_tables_are_missing_is_skipped_with_a_reason():
+    clv = Stage("04_clv", ("02_cleaning",), ("transactions",))
+    assert skip_reason(clv, {"campaign_members"}, set()) == "needs a transactions table, and the params have none"
+    assert skip_reason(clv, {"transactions"}, set()) is None
+    after = Stage("07_x", ("04_clv",))
+    assert "04_clv, which was skipped" in skip_reason(after, {"transactions"}, {"04_clv"})
