@@ -18,58 +18,24 @@ from nbconvert.preprocessors import TagRemovePreprocessor
 
 TEMPLATES = Path(__file__).parent / "templates"
 
-TEXT: dict[str, dict[str, str]] = {
-    "rows_read": {"en": "Rows read", "zh": "读取行数"},
-    "rows_kept": {"en": "Rows kept", "zh": "保留行数"},
-    "rows_quarantined": {"en": "Rows quarantined", "zh": "隔离行数"},
-    "sources": {"en": "Source files", "zh": "源文件"},
-    "customers": {"en": "Customers", "zh": "客户数"},
-    "orders": {"en": "Orders", "zh": "订单数"},
-    "revenue": {"en": "Net revenue", "zh": "净收入"},
-    "date_range": {"en": "Date range", "zh": "日期范围"},
-    "tables": {"en": "Tables", "zh": "数据表"},
-    "findings": {"en": "Findings", "zh": "主要发现"},
-    "status": {"en": "Status", "zh": "状态"},
-    "succeeded": {"en": "succeeded", "zh": "成功"},
-    "failed": {"en": "failed", "zh": "失败"},
-    "skipped": {"en": "skipped", "zh": "跳过"},
-    "stage": {"en": "Stage", "zh": "阶段"},
-    "duration": {"en": "Duration", "zh": "耗时"},
-    "report": {"en": "Report", "zh": "报告"},
-    "headline": {"en": "Headline", "zh": "要点"},
-    "run": {"en": "Run", "zh": "运行"},
-    "as_of": {"en": "Data as of", "zh": "数据截至"},
-    "manifest": {"en": "Manifest (inputs, outputs, versions)", "zh": "清单（输入、输出、版本）"},
-    "rows_per_table": {"en": "Rows read per table", "zh": "各数据表读取行数"},
-    "rows": {"en": "rows", "zh": "行"},
-    "table": {"en": "table", "zh": "数据表"},
-    "removed_by_reason": {"en": "Rows removed by cleaning rule", "zh": "各清洗规则移除的行数"},
-    "monthly_revenue": {"en": "Net revenue per month after cleaning", "zh": "清洗后每月净收入"},
-    "month": {"en": "Month", "zh": "月份"},
-    "f_read": {"en": "{rows} rows were read from {files} file(s) into {tables} table(s); no row is dropped at ingestion.",
-               "zh": "从 {files} 个文件读取了 {rows} 行，进入 {tables} 张数据表；导入阶段不丢弃任何行。"},
-    "f_encoding": {"en": "{file} is not UTF-8: it was decoded as {encoding} (detected automatically).",
-                   "zh": "{file} 不是 UTF-8 编码：已自动识别为 {encoding} 并解码。"},
-    "f_span": {"en": "Transactions as read run from {first} to {last} and name {customers} customers.",
-               "zh": "读取的交易记录时间范围为 {first} 至 {last}，涉及 {customers} 位客户。"},
-    "f_pii": {"en": "Names were dropped and e-mails and phone numbers replaced by salted hashes on the way in.",
-              "zh": "导入时已删除姓名，电子邮件和电话号码已替换为加盐哈希值。"},
-    "f_kept": {"en": "Cleaning kept {kept} of {rows} transaction rows ({share}); {removed} were quarantined with a reason.",
-               "zh": "清洗后保留 {rows} 行交易记录中的 {kept} 行（{share}）；{removed} 行已附原因隔离。"},
-    "f_top_rule": {"en": "The largest removal was {rule}: {n} rows.", "zh": "移除最多的规则是 {rule}：{n} 行。"},
-    "f_refunds": {"en": "{n} refund or cancellation rows were netted into their orders; {cancelled} order lines that netted to zero were removed.",
-                  "zh": "{n} 行退款或取消记录已冲抵到原订单；冲抵后金额为零的 {cancelled} 行订单已移除。"},
-    "f_rewritten": {"en": "{n} values were rewritten to one format or spelling (dates in other formats, categories with stray spaces or case).",
-                    "zh": "{n} 个值已统一格式或写法（其他格式的日期、带多余空格或大小写不一的类别）。"},
-    "f_clean_span": {"en": "Clean data: {customers} customers placed {orders} orders worth {revenue} between {first} and {last}.",
-                     "zh": "清洗后数据：{customers} 位客户在 {first} 至 {last} 期间下了 {orders} 笔订单，金额 {revenue}。"},
-    "01_ingestion": {"en": "01 Ingestion", "zh": "01 数据导入"},
-    "02_cleaning": {"en": "02 Cleaning", "zh": "02 数据清洗"},
-    "03_segmentation": {"en": "03 Segmentation", "zh": "03 客户分群"},
-    "04_clv": {"en": "04 Customer lifetime value", "zh": "04 客户终身价值"},
-    "05_attribution": {"en": "05 Channel attribution", "zh": "05 渠道归因"},
-    "06_performance": {"en": "06 Performance", "zh": "06 绩效评估"},
-}
+TEXT_DIR = Path(__file__).parent / "text"
+
+
+def load_text(folder: Path = TEXT_DIR) -> dict[str, dict[str, str]]:
+    """Every generated word, from text/*.yaml (common.yaml plus one file per stage): key -> {en, zh}.
+    A key defined in two files is an error, so one place holds each word."""
+    import yaml
+
+    text: dict[str, dict[str, str]] = {}
+    for path in sorted(folder.glob("*.yaml")):
+        for key, entry in (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).items():
+            if key in text:
+                raise ValueError(f"{path.name}: text key {key!r} is already defined in another file")
+            text[key] = entry
+    return text
+
+
+TEXT: dict[str, dict[str, str]] = load_text()
 
 
 def t(key: str, language: str = "en") -> str:
