@@ -48,6 +48,8 @@ class Source(Section):
     sheet: str | int = 0
     preset: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description="canonical name: source column")
+    constants: dict[str, str] = Field(default_factory=dict, description="canonical name: a value for every row of this file")
+    row_id: str | None = Field(None, description="a canonical id column filled with the row number, for files without ids")
 
     @property
     def file_format(self) -> str:

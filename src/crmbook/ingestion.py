@@ -132,7 +132,10 @@ def column_mapping(table: str, source: Source, file_columns: list[str], path: Pa
     """canonical -> source column, from params, else a source column with the canonical name.
     Raises `InputError` when a required canonical column has no source."""
     mapping: dict[str, str] = {}
+    generated = set(source.constants) | ({source.row_id} if source.row_id else set())
     for col in schema.columns(table):
+        if col.name in generated:
+            continue
         wanted = source.columns.get(col.name, col.name if col.name in file_columns else None)
         if wanted is None:
             if col.required:
@@ -144,7 +147,7 @@ def column_mapping(table: str, source: Source, file_columns: list[str], path: Pa
             raise InputError(path, f"params map {col.name!r} to {wanted!r}, which is not in the header "
                              f"(the file has: {', '.join(file_columns)})", column=wanted, row=1)
         mapping[col.name] = wanted
-    unknown = set(source.columns) - {c.name for c in schema.columns(table)}
+    unknown = (set(source.columns) | generated) - {c.name for c in schema.columns(table)}
     if unknown:
         raise InputError(path, f"params map unknown canonical column(s) {sorted(unknown)} for table {table}")
     return mapping
@@ -175,6 +178,10 @@ def ingest_source(table: str, source: Source, path: Path) -> tuple[pd.DataFrame,
     mapping = column_mapping(table, source, file_columns, path)
     canonical = pd.DataFrame({name: frame[col].astype("str") if frame[col].dtype == object else frame[col]
                               for name, col in mapping.items()})
+    for name, value in source.constants.items():
+        canonical[name] = value
+    if source.row_id:
+        canonical[source.row_id] = [f"{path.stem}-{i}" for i in range(1, len(frame) + 1)]
     canonical = pseudonymise(canonical)
     canonical["source"] = str(source.path)
     canonical["source_row"] = pd.RangeIndex(2, len(frame) + 2, dtype="int64")

@@ -46,7 +46,7 @@ TABLES: dict[str, tuple[Column, ...]] = {
     ),
     "campaign_members": _cols(
         ("campaign_id", "id", True), ("customer_id", "id", True), ("group", "category", True),
-        ("delivered", "flag"), ("opened", "flag"), ("clicked", "flag"), ("converted", "flag"),
+        ("delivered", "flag"), ("opened", "flag"), ("clicked", "flag"), ("visited", "flag"), ("converted", "flag"),
         ("revenue", "number"), ("pre_period_value", "number"),
     ),
     "channel_spend": _cols(("period", "month", True), ("channel", "category", True), ("spend", "number", True)),

@@ -92,3 +92,14 @@ def test_several_sources_are_unioned_with_their_source(tmp_path):
     tables, reads = ingestion.ingest(config.load(params))
     assert tables["transactions"]["source"].tolist() == ["jan.csv", "feb.csv"]
     assert reads["rows"].tolist() == [1, 1]
+
+
+def test_constants_and_row_ids_fill_columns_a_file_lacks(tmp_path):
+    path = tmp_path / "members.csv"
+    path.write_text("segment,visit\nMens E-Mail,1\nNo E-Mail,0\n")
+    source = Source(path=path, columns={"group": "segment", "visited": "visit"}, constants={"campaign_id": "hillstrom"},
+                    row_id="customer_id")
+    frame, _ = ingestion.ingest_source("campaign_members", source, path)
+    assert frame["campaign_id"].tolist() == ["hillstrom", "hillstrom"]
+    assert frame["customer_id"].tolist() == ["members-1", "members-2"]
+    assert frame["visited"].tolist() == ["1", "0"]
