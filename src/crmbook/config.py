@@ -98,8 +98,20 @@ class CleaningSection(Section):
     future_cutoff: dt.date | None = Field(None, description="rows dated after this are future-dated; default: run.analysis_date, else today")
 
 
-class StageSection(Section):
-    """Settings of a stage not built yet: empty, but unknown keys are still errors."""
+class SegmentationSection(Section):
+    """03 segmentation settings."""
+
+
+class ClvSection(Section):
+    """04 customer-lifetime-value settings."""
+
+
+class AttributionSection(Section):
+    """05 channel-attribution settings."""
+
+
+class PerformanceSection(Section):
+    """06 performance-evaluation settings."""
 
 
 class Config(Section):
@@ -107,10 +119,10 @@ class Config(Section):
     report: ReportSection = Field(default_factory=ReportSection)
     data: DataSection = Field(default_factory=DataSection)
     cleaning: CleaningSection = Field(default_factory=CleaningSection)
-    segmentation: StageSection = Field(default_factory=StageSection)
-    clv: StageSection = Field(default_factory=StageSection)
-    attribution: StageSection = Field(default_factory=StageSection)
-    performance: StageSection = Field(default_factory=StageSection)
+    segmentation: SegmentationSection = Field(default_factory=SegmentationSection)
+    clv: ClvSection = Field(default_factory=ClvSection)
+    attribution: AttributionSection = Field(default_factory=AttributionSection)
+    performance: PerformanceSection = Field(default_factory=PerformanceSection)
     params_file: Path = Field(Path("params.yaml"), exclude=True)
 
     @field_validator("params_file")
