@@ -1,6 +1,9 @@
 """The seaborn theme and the standard charts. Every chart has a title and labelled axes with
 units; the palette is colour-blind safe (Okabe-Ito, as in seaborn's 'colorblind').
-Chinese labels need a CJK font: Noto Sans CJK (Debian fonts-noto-cjk) is used when present."""
+Chinese labels need a CJK font: Noto Sans CJK (Debian fonts-noto-cjk) is used when present.
+
+Charts shared by several reports live here; a chart only one stage draws lives in
+`crmbook.plots.<stage module>` (e.g. `crmbook.plots.segmentation`)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
