@@ -44,7 +44,9 @@ class Source(Section):
     path: Path
     format: Literal["csv", "excel", "parquet", "jsonl"] | None = None
     encoding: str = "auto"
-    delimiter: str | None = None
+    delimiter: str | None = Field(None, description='"," ";" "\\t" "|", or "whitespace"; detected when absent')
+    header: bool = Field(True, description="false: the file has no header row; name its columns in `names`")
+    names: list[str] | None = None
     sheet: str | int = 0
     preset: str | None = None
     columns: dict[str, str] = Field(default_factory=dict, description="canonical name: source column")
@@ -90,7 +92,7 @@ class DataSection(Section):
 
 class CleaningSection(Section):
     date_formats: list[str] = Field(
-        default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y %H:%M", "%d/%m/%Y"],
+        default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y %H:%M", "%d/%m/%Y", "%Y%m%d"],
         description="tried in order; the first is the canonical one, other matches are counted as rewritten",
     )
     refund_statuses: list[str] = Field(default_factory=lambda: ["refund", "refunded", "return", "returned"])
@@ -111,7 +113,23 @@ class AttributionSection(Section):
 
 
 class PerformanceSection(Section):
-    """06 performance-evaluation settings."""
+    """06 performance-evaluation settings (every default works on the demo with `performance: {}`)."""
+
+    grain: Literal["week", "month", "quarter"] = Field("month", description="KPI period: week (Mon-Sun), month or quarter")
+    drop_incomplete_period: bool = Field(True, description="leave out a last period that ends after the data does")
+    metrics: list[str] = Field(default_factory=lambda: ["converted", "revenue", "visited"],
+                               description="campaign_members columns compared between arms (those present are used)")
+    cuped: bool = Field(True, description="CUPED-adjust every metric with pre_period_value when all members have one")
+    control_groups: dict[str, str] = Field(default_factory=dict, description="campaign_id: control group name; default: "
+                                           "a group named like control / no / holdout, else the largest group")
+    expected_shares: dict[str, dict[str, float]] = Field(default_factory=dict, description="campaign_id: {group: planned "
+                                                         "share} for the sample-ratio check; default: equal shares")
+    confidence_level: float = Field(0.95, gt=0.5, lt=1.0, description="for intervals; 1 - level is the significance level")
+    power: float = Field(0.8, gt=0.0, lt=1.0, description="for the minimum detectable effect")
+    gross_margin: float = Field(1.0, gt=0.0, le=1.0, description="share of incremental revenue that is profit, for ROI")
+    alert_threshold: float = Field(0.2, gt=0.0, description="alert when a KPI moves more than this (relative) since the last run")
+    monitor_kpis: list[str] = Field(default_factory=list, description="KPIs watched across runs; empty: all")
+    cohort_months: int = Field(12, ge=1, description="months since acquisition shown in the cohort charts")
 
 
 class Config(Section):

@@ -13,6 +13,7 @@ import csv
 import hashlib
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -93,10 +94,17 @@ def sniff_delimiter(path: Path, encoding: str) -> str:
 def _read_text_table(path: Path, source: Source) -> tuple[pd.DataFrame, str, str]:
     encoding = detect_encoding(path) if source.encoding == "auto" else source.encoding
     delimiter = source.delimiter or sniff_delimiter(path, encoding)
+    sep = r"\s+" if delimiter == "whitespace" else delimiter
     try:
-        frame = pd.read_csv(path, sep=delimiter, encoding=encoding, dtype=str, keep_default_na=False,
+        frame = pd.read_csv(path, sep=sep, encoding=encoding, dtype=str, keep_default_na=False,
                             na_filter=False, header=None)  # header read as a row: pandas would rename a repeated name
-        frame = frame.iloc[1:].set_axis(frame.iloc[0].tolist(), axis=1).reset_index(drop=True)
+        if source.header:
+            frame = frame.iloc[1:].set_axis(frame.iloc[0].tolist(), axis=1).reset_index(drop=True)
+        else:
+            names = source.names or [f"column_{i + 1}" for i in range(frame.shape[1])]
+            if len(names) != frame.shape[1]:
+                raise InputError(path, f"`names` lists {len(names)} columns but the file has {frame.shape[1]}")
+            frame = frame.set_axis(names, axis=1)
     except UnicodeDecodeError as error:
         raise InputError(path, f"not readable as {encoding} ({error.reason} at byte {error.start}); set `encoding:` in params") from None
     except pd.errors.EmptyDataError:
@@ -106,6 +114,56 @@ def _read_text_table(path: Path, source: Source) -> tuple[pd.DataFrame, str, str
         raise InputError(path, f"malformed CSV: {str(error).splitlines()[-1].strip()}",
                          row=int(line.group(1)) if line else None) from None
     return frame, encoding, delimiter
+
+
+@dataclass(frozen=True)
+class Preset:
+    """Defaults for a common export: Source options, plus columns derived from the raw ones."""
+
+    options: dict
+    derive: Callable[[pd.DataFrame], pd.DataFrame] | None = None
+    origin: str = ""
+
+
+def _uci_online_retail(raw: pd.DataFrame) -> pd.DataFrame:
+    """Line amount = Quantity × Price; invoices starting with "C" are cancellations; customer ids
+    arrive as floats ("13085.0") in the published files."""
+    quantity = pd.to_numeric(raw["Quantity"], errors="coerce")
+    price = pd.to_numeric(raw["Price"], errors="coerce")
+    invoice = raw["Invoice"].astype("str")
+    customer = raw["Customer ID"].astype("str").str.replace(r"\.0$", "", regex=True).replace({"nan": "", "<NA>": "", "None": ""})
+    return raw.assign(**{"line_amount": quantity * price, "status": invoice.str.startswith("C").map({True: "cancelled", False: "completed"}),
+                         "Customer ID": customer})
+
+
+PRESETS: dict[str, Preset] = {
+    "uci_online_retail": Preset(
+        {"columns": {"order_id": "Invoice", "customer_id": "Customer ID", "order_ts": "InvoiceDate", "amount": "line_amount",
+                     "quantity": "Quantity", "product_id": "StockCode", "status": "status"}},
+        _uci_online_retail, "UCI Online Retail II (Chen 2019): Invoice, StockCode, Description, Quantity, InvoiceDate, Price, Customer ID, Country"),
+    "cdnow": Preset(
+        {"delimiter": "whitespace", "header": False, "names": ["customer_id", "sample_id", "date", "cds", "dollars"],
+         "columns": {"customer_id": "customer_id", "order_ts": "date", "amount": "dollars", "quantity": "cds"}, "row_id": "order_id"},
+        None, "CDNOW sample (Fader & Hardie): master id, sample id, date YYYYMMDD, CDs, dollars; whitespace-separated, no header"),
+    "hillstrom": Preset(
+        {"columns": {"group": "segment", "visited": "visit", "converted": "conversion", "revenue": "spend", "pre_period_value": "history"},
+         "constants": {"campaign_id": "hillstrom_2008"}, "row_id": "customer_id"},
+        None, "MineThatData e-mail test (Hillstrom 2008): recency, history_segment, history, mens, womens, zip_code, newbie, channel, segment, visit, conversion, spend"),
+}
+
+
+def with_preset(source: Source) -> Source:
+    """The source with its preset's defaults filled in (anything set in params wins)."""
+    if source.preset is None:
+        return source
+    if source.preset not in PRESETS:
+        raise InputError(source.path, f"unknown preset {source.preset!r}; presets: {', '.join(sorted(PRESETS))}")
+    options = dict(PRESETS[source.preset].options)
+    explicit = source.model_dump(exclude_unset=True)
+    for key in ("columns", "constants"):
+        if key in explicit:
+            options[key] = {**options.get(key, {}), **explicit[key]}
+    return source.model_copy(update={**{k: v for k, v in options.items() if k not in explicit or k in ("columns", "constants")}})
 
 
 def read_source(path: Path, source: Source) -> tuple[pd.DataFrame, str, str]:
@@ -121,6 +179,9 @@ def read_source(path: Path, source: Source) -> tuple[pd.DataFrame, str, str]:
         frame, encoding, delimiter = pd.read_parquet(path), "binary", ""
     else:
         frame, encoding, delimiter = pd.read_json(path, lines=True, dtype=False), "utf-8", ""
+    preset = PRESETS.get(source.preset or "")
+    if preset and preset.derive:
+        frame = preset.derive(frame)
     frame.columns = [str(c).strip() for c in frame.columns]
     duplicated = frame.columns[frame.columns.duplicated()].tolist()
     if duplicated:
@@ -173,6 +234,7 @@ def pseudonymise(frame: pd.DataFrame) -> pd.DataFrame:
 
 def ingest_source(table: str, source: Source, path: Path) -> tuple[pd.DataFrame, SourceRead]:
     """One file as a canonical (text) table with lineage columns, and what was read."""
+    source = with_preset(source)
     frame, encoding, delimiter = read_source(path, source)
     file_columns = list(frame.columns)
     mapping = column_mapping(table, source, file_columns, path)
@@ -184,7 +246,8 @@ def ingest_source(table: str, source: Source, path: Path) -> tuple[pd.DataFrame,
         canonical[source.row_id] = [f"{path.stem}-{i}" for i in range(1, len(frame) + 1)]
     canonical = pseudonymise(canonical)
     canonical["source"] = str(source.path)
-    canonical["source_row"] = pd.RangeIndex(2, len(frame) + 2, dtype="int64")
+    first_row = 2 if source.header or source.file_format != "csv" else 1  # spreadsheet numbering: the header is row 1
+    canonical["source_row"] = pd.RangeIndex(first_row, len(frame) + first_row, dtype="int64")
     ignored = [c for c in file_columns if c not in mapping.values()]
     read = SourceRead(table=table, source=str(source.path), format=source.file_format, encoding=encoding,
                       delimiter={"\t": "tab"}.get(delimiter, delimiter), rows=len(frame), file_columns=len(file_columns),
@@ -264,7 +327,8 @@ def check_sources(cfg: Config) -> None:
             path = cfg.resolve(source.path)
             if not path.is_file():
                 raise InputError(path, f"file not found (data.sources.{table} in {cfg.params_file.name})")
-            if source.file_format == "csv":
+            source = with_preset(source)
+            if source.file_format == "csv" and source.header and source.delimiter != "whitespace":
                 encoding = detect_encoding(path) if source.encoding == "auto" else source.encoding
                 delimiter = source.delimiter or sniff_delimiter(path, encoding)
                 header = pd.read_csv(path, sep=delimiter, encoding=encoding, nrows=0, dtype=str).columns
