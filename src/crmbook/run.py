@@ -94,19 +94,37 @@ def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path
     """Execute one notebook with papermill (kernel `python3`, IPC transport so that kernels started
     in parallel cannot collide on TCP ports, papermill #511). Returns seconds. Raises on failure,
     including a cell timeout, which leaves no error banner in the notebook."""
+    import shutil
+    import tempfile
+
     import papermill
+
+    started = time.perf_counter()
+    socket_dir = Path(tempfile.mkdtemp(prefix="crmbook-kernel-"))
+    try:
+        papermill.execute_notebook(
+            str(notebook), str(output), parameters={"params_path": str(params_path), "run_dir": str(run_dir)},
+            kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=False,
+            execution_timeout=cell_timeout_s, kernel_manager_class=_ipc_kernel_manager(socket_dir),
+        )
+    finally:
+        shutil.rmtree(socket_dir, ignore_errors=True)
+    return time.perf_counter() - started
+
+
+def _ipc_kernel_manager(socket_dir: Path):
+    """A kernel manager whose kernel talks over IPC sockets in `socket_dir`: kernels started in
+    parallel cannot collide on TCP ports (papermill #511) nor on socket names, and no socket file
+    lands next to the notebooks (jupyter_client's default is `kernel-ipc` in the working directory)."""
     from jupyter_client.manager import AsyncKernelManager
 
     class IPCKernelManager(AsyncKernelManager):
         transport = "ipc"
 
-    started = time.perf_counter()
-    papermill.execute_notebook(
-        str(notebook), str(output), parameters={"params_path": str(params_path), "run_dir": str(run_dir)},
-        kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=False,
-        execution_timeout=cell_timeout_s, kernel_manager_class=IPCKernelManager,
-    )
-    return time.perf_counter() - started
+        def _ip_default(self) -> str:
+            return str(socket_dir / "kernel")
+
+    return IPCKernelManager
 
 
 def _failure_reason(error: BaseException) -> str:
