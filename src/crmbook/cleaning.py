@@ -186,7 +186,7 @@ def net_refunds(frame: pd.DataFrame, rules: CleaningSection) -> Step:
     netted = reversals[linked[reversals.index]]
     reversal_total = -netted["amount"].abs().groupby(netted["order_id"]).sum()
     factor = ((gross.loc[reversal_total.index] + reversal_total) / gross.loc[reversal_total.index]).clip(lower=0)
-    scale = sales["order_id"].map(factor).fillna(1.0)
+    scale = sales["order_id"].map(factor).astype("float64").fillna(1.0)
     kept = sales.assign(amount=sales["amount"] * scale)
     step = _split(frame, is_reversal, reason)
     return Step(kept, step.removed, int((scale != 1.0).sum()))
