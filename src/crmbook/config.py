@@ -101,7 +101,109 @@ class CleaningSection(Section):
 
 
 class SegmentationSection(Section):
-    """03 segmentation settings."""
+    """03 segmentation settings (see crmbook.segmentation). Every key has a default: `segmentation: {}` works."""
+
+    class Rfm(Section):
+        """RFM scores: R = days since the last purchase, F = orders, M = net revenue (all history)."""
+
+        bins: int = Field(5, ge=2, le=10, description="scores 1..bins; quantile bins unless thresholds are given")
+        thresholds: dict[Literal["recency_days", "frequency", "monetary"], list[float]] = Field(
+            default_factory=dict,
+            description="business edges instead of quantiles, ascending, bins - 1 per score: recency in days "
+                        "(<= first edge scores highest), frequency in orders and monetary in currency (>= last edge scores highest)")
+        grid: dict[int, list[str]] | None = Field(
+            None, description="R score -> segment name for F = 1..bins; default: the R x F grid of REFERENCE.md")
+
+        @field_validator("thresholds")
+        @classmethod
+        def _edges(cls, value, info):
+            bins = info.data.get("bins", 5)
+            for name, edges in value.items():
+                if len(edges) != bins - 1:
+                    raise ValueError(f"{name}: give {bins - 1} edges for {bins} scores, not {len(edges)}")
+                if any(b <= a for a, b in zip(edges, edges[1:])):
+                    raise ValueError(f"{name}: edges must be strictly ascending")
+            return value
+
+        @field_validator("grid")
+        @classmethod
+        def _grid(cls, value, info):
+            bins = info.data.get("bins", 5)
+            if value is not None:
+                if sorted(value) != list(range(1, bins + 1)):
+                    raise ValueError(f"grid needs one row for every R score 1..{bins}")
+                if any(len(row) != bins or not all(str(n).strip() for n in row) for row in value.values()):
+                    raise ValueError(f"every grid row names a segment for each F score 1..{bins}")
+            return value
+
+    class Clusters(Section):
+        """Behavioural clusters on log-transformed, standardised customer features."""
+
+        method: Literal["kmeans", "gmm", "hdbscan"] = "kmeans"
+        features: list[Literal["frequency", "aov", "revenue", "tenure", "recency", "interpurchase"]] = Field(
+            default_factory=lambda: ["frequency", "aov", "tenure"],
+            description="log orders, log average order value, log revenue, tenure days, days since last purchase, "
+                        "log mean days between purchases")
+        k_range: tuple[int, int] = Field((2, 8), description="smallest and largest k tried")
+        k: int | None = Field(None, ge=2, description="fix k instead of choosing it")
+        gmm_criterion: Literal["bic", "icl"] = Field("icl", description="GMM k: ICL = BIC + 2 x assignment entropy")
+        gmm_reg_covar: float = Field(0.05, gt=0, description="variance floor (standardised units) for discrete features")
+        hdbscan_min_cluster_size: int | None = Field(None, ge=2, description="default: 1% of customers, at least 10")
+        fit_sample: int = Field(50_000, ge=100, description="fit on a seeded sample of this many customers, predict the rest")
+        silhouette_sample: int = Field(3_000, ge=100, description="customers the silhouette is computed on (O(n^2) memory)")
+        bootstrap: int = Field(20, ge=0, description="bootstrap refits for the stability check (0: skip)")
+        seed: int = 0
+
+        @field_validator("k_range")
+        @classmethod
+        def _range(cls, value):
+            if not 2 <= value[0] <= value[1]:
+                raise ValueError("k_range is [smallest, largest] with 2 <= smallest <= largest")
+            return value
+
+    class Lifecycle(Section):
+        """Stages judged against each customer's own rhythm: days since the last purchase / usual gap."""
+
+        new_days: int = Field(30, ge=0, description="first purchase within this many days: new")
+        active_ratio: float = Field(1.5, gt=0, description="silent for at most this many usual gaps: active")
+        at_risk_ratio: float = Field(3.0, gt=0, description="... at most this many: at risk")
+        lapsed_ratio: float = Field(6.0, gt=0, validate_default=True,
+                                    description="... at most this many: lapsed; beyond: lost")
+        own_rhythm_min_repeats: int = Field(1, ge=1, description="repeat purchases needed to use a customer's own gap")
+        default_gap_days: float = Field(90.0, gt=0, description="usual gap when no customer has bought twice")
+
+        @field_validator("lapsed_ratio")
+        @classmethod
+        def _ordered(cls, value, info):
+            if not info.data.get("active_ratio", 0) < info.data.get("at_risk_ratio", 0) < value:
+                raise ValueError("active_ratio < at_risk_ratio < lapsed_ratio")
+            return value
+
+    class ValueTiers(Section):
+        """high value: the top share by net revenue; potential: not high value, in a potential stage,
+        average order value at or above the given quantile; ordinary: everyone else."""
+
+        high_value_share: float = Field(0.2, gt=0, lt=1)
+        potential_min_aov_quantile: float = Field(0.5, ge=0, le=1)
+        potential_stages: list[Literal["new", "active", "at_risk", "lapsed", "lost"]] = Field(
+            default_factory=lambda: ["new", "active"])
+
+    class Attributes(Section):
+        """Attribute segments from the clean customers table, and the tree that separates high value."""
+
+        columns: list[str] = Field(default_factory=lambda: ["age_band", "gender", "region", "acquisition_channel"],
+                                   description="customer columns (age_band is derived from age or birth_date)")
+        age_bands: list[int] = Field(default_factory=lambda: [25, 35, 45, 55, 65], description="band edges in years")
+        tree_depth: int = Field(3, ge=1, le=6)
+        max_levels: int = Field(12, ge=2, description="a column with more values keeps its most common ones")
+
+    rfm: Rfm = Field(default_factory=Rfm)
+    clusters: Clusters = Field(default_factory=Clusters)
+    lifecycle: Lifecycle = Field(default_factory=Lifecycle)
+    value_tiers: ValueTiers = Field(default_factory=ValueTiers)
+    attributes: Attributes = Field(default_factory=Attributes)
+    actions: dict[str, str] = Field(default_factory=dict,
+                                    description="segment name -> recommended action (default: text/03_segmentation.yaml)")
 
 
 class ClvSection(Section):
