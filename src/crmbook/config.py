@@ -211,7 +211,54 @@ class ClvSection(Section):
 
 
 class AttributionSection(Section):
-    """05 channel-attribution settings."""
+    """05 channel-attribution settings (see crmbook.attribution). Every key has a default: `attribution: {}` works."""
+
+    lookback_days: int | Literal["auto"] = Field(
+        "auto", description="days before a conversion in which a touch still counts; auto: where touches stop being "
+                            "more frequent before a conversion than at random times (see the 05 report)")
+    lookback_max_days: int = Field(90, ge=14, le=730, description="auto: the longest window considered")
+    lookback_fallback_days: int = Field(30, ge=1, description="auto: the window used when the data cannot tell")
+    drop_direct: bool = Field(False, description="remove `direct_channel` touches from every journey")
+    direct_channel: str = Field("direct", description="the channel name of direct visits (last non-direct model, drop_direct)")
+    markov_orders: list[int] = Field(default_factory=lambda: [1], description="Markov chain orders fitted, each 1, 2 or 3")
+    half_life: float = Field(1.0, gt=0, description="time decay: credit halves every this many touches back from the conversion")
+    position_first: float = Field(0.4, ge=0, le=1, description="position based: share of the first touch")
+    position_last: float = Field(0.4, ge=0, le=1, description="position based: share of the last touch")
+    logistic_c: float = Field(1.0, gt=0, description="inverse L2 strength of the logistic models (scikit-learn's C)")
+    n_boot: int = Field(100, ge=0, description="bootstrap replicates over journeys for the share intervals (0: none)")
+    interval_level: float = Field(0.9, gt=0.5, lt=1.0, description="coverage of the share intervals")
+    seed: int = 0
+    paths_file: Path | None = Field(None, description="pre-aggregated paths instead of the touch log (one row per path)")
+    paths_format: Literal["channelattribution"] = Field(
+        "channelattribution", description="path ('a > b'), total_conversions, total_conversion_value, total_null")
+    paths_delimiter: str | None = Field(None, description="column delimiter of paths_file; detected when absent")
+    truth_file: Path | None = Field(None, description="known channel shares (JSON with channel_true_share), for simulated "
+                                                      "data; default: a truth.json next to the touchpoints file")
+    reallocation_share: float = Field(0.1, gt=0, le=0.5, description="share of the lowest-ROAS channel's spend to move")
+    top_paths: int = Field(20, ge=1, description="paths shown in the report")
+    memory_limit: str = Field("2GB", description="DuckDB memory limit for the journey queries (bigger work spills to disk)")
+
+    @field_validator("lookback_days")
+    @classmethod
+    def _lookback(cls, value):
+        if value != "auto" and not 1 <= value <= 730:
+            raise ValueError("lookback_days is a number of days from 1 to 730, or auto")
+        return value
+
+    @field_validator("markov_orders")
+    @classmethod
+    def _orders(cls, value):
+        if not value or any(k not in (1, 2, 3) for k in value) or len(set(value)) != len(value):
+            raise ValueError("markov_orders lists distinct orders from 1, 2, 3, e.g. [1] or [1, 2]")
+        return sorted(value)
+
+    @field_validator("position_last")
+    @classmethod
+    def _positions(cls, value, info):
+        first = info.data.get("position_first", 0.4)
+        if not 0 < first + value <= 1:
+            raise ValueError("position_first + position_last must be above 0 and at most 1")
+        return value
 
 
 class PerformanceSection(Section):
@@ -253,6 +300,11 @@ class Config(Section):
     def resolve(self, path: Path) -> Path:
         """A path from the params file, made absolute against the params file's folder."""
         return path if path.is_absolute() else (self.params_file.parent / path).resolve()
+
+    def missing_sources(self) -> list[tuple[str, Path]]:
+        """(table, path) of every source file that does not exist (checked without reading anything)."""
+        return [(table, self.resolve(src.path)) for table, sources in self.data.sources.items()
+                for src in sources if not self.resolve(src.path).is_file()]
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved params as plain data, for the manifest (secrets are never in params)."""

@@ -29,8 +29,8 @@ from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 
-from crmbook import config, ingestion
-from crmbook.errors import CrmbookError, RunError
+from crmbook import config
+from crmbook.errors import CrmbookError, InputError, RunError
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
@@ -107,8 +107,9 @@ def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path
             kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=False,
             execution_timeout=cell_timeout_s, kernel_manager_class=_ipc_kernel_manager(socket_dir),
         )
-    finally:
-        shutil.rmtree(socket_dir, ignore_errors=True)
+    except BaseException:
+        raise  # keep the socket folder: a kernel still starting may bind in it; it exits with its parent
+    shutil.rmtree(socket_dir, ignore_errors=True)
     return time.perf_counter() - started
 
 
@@ -151,7 +152,9 @@ def plan_waves(stages: tuple[Stage, ...]) -> list[list[Stage]]:
 
 
 def sha256(path: Path) -> str:
-    return ingestion.file_sha256(path)
+    from crmbook.ingestion import file_sha256
+
+    return file_sha256(path)
 
 
 def _git_commit() -> str | None:
@@ -238,11 +241,16 @@ def run(opts: RunOptions) -> Path:
     """Run the workbook; returns the published run folder. Raises CrmbookError on any failure."""
     import json
 
-    from crmbook import report
+    cfg = config.load(opts.params_path)  # params and file existence first: no pandas import before they pass
+    if cfg.data.demo is None and cfg.missing_sources():
+        table, path = cfg.missing_sources()[0]
+        raise InputError(path, f"file not found (data.sources.{table} in {cfg.params_file.name})")
+    from crmbook import ingestion
 
-    cfg = config.load(opts.params_path)
     ingestion.ensure_demo(cfg)
     ingestion.check_sources(cfg)
+    from crmbook import report
+
     stages = discover_stages(opts.notebooks_dir)
     unknown = set(opts.stages or ()) - {s.name for s in stages}
     if unknown:
