@@ -3,6 +3,8 @@ return one row per customer (or per cohort cell), never all transaction rows in 
 
 Time is counted in whole days between purchase *days* (several orders on one day are one
 purchase occasion, as in Fader, Hardie & Lee 2005); `time_unit="weeks"` divides by 7.
+Amounts are summed as DECIMAL(38, 6): exact, so the result does not depend on the order in which
+DuckDB's threads add rows (a DOUBLE sum can move a cent between runs).
 Written as DuckDB SQL for now; the Ibis port that also runs on PySpark is issue 9.
 """
 from __future__ import annotations
@@ -50,7 +52,7 @@ def customer_summary(con: duckdb.DuckDBPyConnection, transactions: str | Path, a
     return con.execute(
         """
         WITH days AS (
-            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM(amount) AS value, COUNT(DISTINCT order_id) AS orders
+            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM(amount::DECIMAL(38, 6)) AS value, COUNT(DISTINCT order_id) AS orders
             FROM read_parquet(?) WHERE CAST(order_ts AS DATE) <= ?
             GROUP BY customer_id, day
         ), ranked AS (
@@ -58,13 +60,13 @@ def customer_summary(con: duckdb.DuckDBPyConnection, transactions: str | Path, a
         )
         SELECT customer_id,
                MIN(day) AS first_purchase, MAX(day) AS last_purchase,
-               SUM(orders)::BIGINT AS orders, SUM(value) AS revenue,
+               SUM(orders)::BIGINT AS orders, SUM(value)::DOUBLE AS revenue,
                COUNT(*)::BIGINT AS purchase_days, (COUNT(*) - 1)::BIGINT AS frequency,
                DATE_DIFF('day', MIN(day), MAX(day)) / ? AS recency,
                DATE_DIFF('day', MIN(day), ?::DATE) / ? AS T,
                DATE_DIFF('day', MAX(day), ?::DATE)::BIGINT AS recency_days,
-               COALESCE(AVG(value) FILTER (WHERE day > first_day), 0) AS monetary,
-               SUM(value) / SUM(orders) AS aov,
+               COALESCE(AVG(value) FILTER (WHERE day > first_day), 0)::DOUBLE AS monetary,
+               (SUM(value) / SUM(orders))::DOUBLE AS aov,
                CASE WHEN COUNT(*) > 1 THEN DATE_DIFF('day', MIN(day), MAX(day)) / (COUNT(*) - 1) END AS mean_interpurchase_days
         FROM ranked GROUP BY customer_id ORDER BY customer_id
         """,
@@ -79,12 +81,12 @@ def holdout_purchases(con: duckdb.DuckDBPyConnection, transactions: str | Path, 
     return con.execute(
         """
         WITH days AS (
-            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM(amount) AS value
+            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM(amount::DECIMAL(38, 6)) AS value
             FROM read_parquet(?) WHERE CAST(order_ts AS DATE) <= ? GROUP BY customer_id, day
         ), cohort AS (SELECT customer_id FROM days GROUP BY customer_id HAVING MIN(day) <= ?)
         SELECT c.customer_id,
                COUNT(d.day) FILTER (WHERE d.day > ?)::BIGINT AS holdout_purchases,
-               COALESCE(SUM(d.value) FILTER (WHERE d.day > ?), 0) AS holdout_value
+               COALESCE(SUM(d.value) FILTER (WHERE d.day > ?), 0)::DOUBLE AS holdout_value
         FROM cohort c LEFT JOIN days d USING (customer_id)
         GROUP BY c.customer_id ORDER BY c.customer_id
         """,
@@ -122,7 +124,7 @@ def cohort_activity(con: duckdb.DuckDBPyConnection, transactions: str | Path) ->
         ), firsts AS (SELECT customer_id, MIN(month) AS cohort FROM t GROUP BY customer_id),
         cells AS (
             SELECT f.cohort, DATE_DIFF('month', f.cohort, t.month)::BIGINT AS months_since,
-                   COUNT(DISTINCT t.customer_id)::BIGINT AS customers, SUM(t.amount) AS revenue
+                   COUNT(DISTINCT t.customer_id)::BIGINT AS customers, SUM(t.amount::DECIMAL(38, 6))::DOUBLE AS revenue
             FROM t JOIN firsts f USING (customer_id) GROUP BY 1, 2
         )
         SELECT c.*, s.customers AS cohort_size FROM cells c

@@ -99,6 +99,7 @@ def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path
 
     import papermill
 
+    os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run side by side: one BLAS/OpenMP thread each
     started = time.perf_counter()
     socket_dir = Path(tempfile.mkdtemp(prefix="crmbook-kernel-"))
     try:

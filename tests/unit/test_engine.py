@@ -49,3 +49,20 @@ def test_cohorts(orders):
     assert jan["customers"].to_dict() == {0: 2, 2: 1, 3: 1} and (jan["cohort_size"] == 2).all()
     with pytest.raises(ValueError, match="time_unit"):
         engine.customer_summary(con, "x", dt.date(2024, 1, 1), "months")
+
+
+def test_sums_do_not_depend_on_row_order(tmp_path):
+    """Amounts are summed exactly, so shuffled rows and many threads give the same bytes."""
+    import numpy as np
+
+    rng = np.random.default_rng(0)
+    n = 200_000
+    frame = pd.DataFrame({"order_id": np.arange(n).astype(str), "customer_id": (np.arange(n) % 7).astype(str),
+                          "order_ts": pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 300, n), unit="D"),
+                          "amount": rng.gamma(2.0, 37.3, n).round(2)})
+    results = []
+    for seed in (1, 2):
+        path = tmp_path / f"t{seed}.parquet"
+        frame.sample(frac=1, random_state=seed).to_parquet(path)
+        results.append(engine.customer_summary(engine.connect(threads=4), path, dt.date(2024, 12, 31)))
+    pd.testing.assert_frame_equal(results[0], results[1], check_exact=True)
