@@ -320,8 +320,9 @@ def ensure_demo(cfg: Config) -> None:
 def check_sources(cfg: Config) -> None:
     """Fail fast, before any notebook runs: every source exists and maps its required columns.
     Reads only the header of text files."""
-    if not cfg.data.sources.items():
-        raise InputError(cfg.params_file, "no data sources: add at least one under data.sources")
+    if not cfg.data.sources.items() and cfg.attribution.paths_file is None:
+        raise InputError(cfg.params_file, "no data sources: add at least one under data.sources "
+                                          "(or an attribution.paths_file)")
     for table, sources in cfg.data.sources.items():
         for source in sources:
             path = cfg.resolve(source.path)

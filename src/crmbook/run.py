@@ -63,12 +63,25 @@ def discover_stages(notebooks_dir: Path) -> tuple[Stage, ...]:
     return tuple(stages)
 
 
-def skip_reason(stage: Stage, tables: set[str], skipped: set[str]) -> str | None:
-    """Why a stage cannot run with these input tables (None: it can)."""
+NO_INPUT = "no input"
+
+
+def skip_reason(stage: Stage, tables: set[str], skipped: dict[str, str]) -> str | None:
+    """Why a stage cannot run with these input tables (None: it can). `skipped` maps each skipped
+    stage to its reason. An upstream stage skipped only for lack of its own input tables does not
+    block a stage that has its own input (05 on a paths file runs without 01 and 02)."""
     if stage.tables and not tables & set(stage.tables):
-        return "needs a " + " or ".join(stage.tables) + " table, and the params have none"
-    upstream = [n for n in stage.needs if n in skipped]
+        wanted = "a " + " or ".join(stage.tables) if len(stage.tables) <= 3 else "an input"
+        return f"{NO_INPUT}: needs {wanted} table, and the params have none"
+    upstream = [n for n in stage.needs if n in skipped and not skipped[n].startswith(NO_INPUT)]
     return f"needs stage {upstream[0]}, which was skipped" if upstream else None
+
+
+def input_tables(cfg: config.Config) -> set[str]:
+    """The input tables the params provide: the canonical sources, and `attribution_paths` when
+    attribution reads a pre-aggregated paths file."""
+    tables = {name for name, _ in cfg.data.sources.items()}
+    return tables | {"attribution_paths"} if cfg.attribution.paths_file is not None else tables
 
 
 @dataclass
@@ -245,7 +258,8 @@ def run(opts: RunOptions) -> Path:
     cfg = config.load(opts.params_path)  # params and file existence first: no pandas import before they pass
     if cfg.data.demo is None and cfg.missing_sources():
         table, path = cfg.missing_sources()[0]
-        raise InputError(path, f"file not found (data.sources.{table} in {cfg.params_file.name})")
+        key = table if "." in table else f"data.sources.{table}"
+        raise InputError(path, f"file not found ({key} in {cfg.params_file.name})")
     from crmbook import ingestion
 
     ingestion.ensure_demo(cfg)
@@ -256,13 +270,13 @@ def run(opts: RunOptions) -> Path:
     unknown = set(opts.stages or ()) - {s.name for s in stages}
     if unknown:
         raise RunError(f"unknown stage(s) {sorted(unknown)}; the stages are {[s.name for s in stages]}")
-    tables = {name for name, _ in cfg.data.sources.items()}
+    tables = input_tables(cfg)
     results: dict[str, StageResult] = {}
     runnable: list[Stage] = []
     for stage in stages:
         if opts.stages is not None and stage.name not in opts.stages:
             continue
-        reason = skip_reason(stage, tables, {n for n, r in results.items() if r.status == "skipped"})
+        reason = skip_reason(stage, tables, {n: r.reason for n, r in results.items() if r.status == "skipped"})
         results[stage.name] = StageResult(stage.name, "skipped" if reason else "pending", reason=reason or "")
         if not reason:
             runnable.append(stage)

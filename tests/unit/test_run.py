@@ -33,7 +33,16 @@ def test_waves_run_independent_stages_together():
 
 def test_a_stage_whose_tables_are_missing_is_skipped_with_a_reason():
     clv = Stage("04_clv", ("02_cleaning",), ("transactions",))
-    assert skip_reason(clv, {"campaign_members"}, set()) == "needs a transactions table, and the params have none"
-    assert skip_reason(clv, {"transactions"}, set()) is None
+    assert skip_reason(clv, {"campaign_members"}, {}) == "no input: needs a transactions table, and the params have none"
+    assert skip_reason(clv, {"transactions"}, {}) is None
     after = Stage("07_x", ("04_clv",))
-    assert "04_clv, which was skipped" in skip_reason(after, {"transactions"}, {"04_clv"})
+    assert "04_clv, which was skipped" in skip_reason(after, {"transactions"}, {"04_clv": "needs stage 02, which was skipped"})
+
+
+def test_a_stage_with_its_own_input_runs_when_upstream_had_no_input():
+    cleaning = Stage("02_cleaning", ("01_ingestion",), ("transactions", "touchpoints"))
+    attribution = Stage("05_attribution", ("02_cleaning",), ("touchpoints", "attribution_paths"))
+    tables = {"attribution_paths"}
+    reason = skip_reason(cleaning, tables, {})
+    assert reason.startswith("no input: ")
+    assert skip_reason(attribution, tables, {"02_cleaning": reason}) is None
