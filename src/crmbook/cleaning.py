@@ -192,11 +192,14 @@ def net_refunds(frame: pd.DataFrame, rules: CleaningSection) -> Step:
     return Step(kept, step.removed, int((scale != 1.0).sum()))
 
 
-def cancelled_order(frame: pd.DataFrame) -> Step:
+def cancelled_order(frame: pd.DataFrame, keep_free: bool = False, reversed_orders: frozenset[str] = frozenset()) -> Step:
     """Lines of orders whose net amount, after refunds are netted, is zero or less: fully cancelled
-    or refunded orders (and free orders) are not purchases."""
+    or refunded orders are not purchases. Free orders (worth zero with no refund or cancellation,
+    e.g. CDNOW's promotional CDs) are removed too, unless `keep_free`; `reversed_orders` are the
+    order ids net_refunds netted something into."""
     net = frame.groupby("order_id")["amount"].transform("sum")
-    return _split(frame, net <= 0, "order nets to zero or less after refunds (cancelled)")
+    free = net.eq(0) & ~frame["order_id"].isin(list(reversed_orders))
+    return _split(frame, (net <= 0) & ~(free & keep_free), "order nets to zero or less after refunds (cancelled)")
 
 
 def rules_for(table: str, cfg: Config) -> list[tuple[str, callable]]:
@@ -220,7 +223,15 @@ def rules_for(table: str, cfg: Config) -> list[tuple[str, callable]]:
     if table in schema.KEYS:
         plan.append(("duplicate_key", lambda f: duplicate_key(f, schema.KEYS[table])))
     if table == "transactions":
-        plan += [("net_refunds", lambda f: net_refunds(f, rules)), ("cancelled_order", cancelled_order)]
+        netted: set[str] = set()  # order ids net_refunds netted a reversal into, for cancelled_order
+
+        def _net(frame: pd.DataFrame) -> Step:
+            step = net_refunds(frame, rules)
+            netted.update(step.removed["order_id"].dropna())
+            return step
+
+        keep_free = rules.free_orders == "keep"
+        plan += [("net_refunds", _net), ("cancelled_order", lambda f: cancelled_order(f, keep_free, frozenset(netted)))]
     return plan
 
 

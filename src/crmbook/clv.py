@@ -66,8 +66,11 @@ Numerics
 """
 from __future__ import annotations
 
+import datetime as dt
 import math
 import warnings
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable, Self
 
 import numpy as np
@@ -84,12 +87,14 @@ __all__ = [
     "ConvergenceWarning",
     "compress",
     "customer_lifetime_value",
+    "discounted_purchases",
 ]
 
 _LOG_BOUND = 30.0  # parameters are searched in [e^-30, e^30]
 _GRAD_TOL = 1e-5  # max |d mean-NLL / d log(param)| accepted as converged
 _SERIES_MAX_TERMS = 20_000
 _CF_MAX_ITER = 20_000
+_BETA_TIGHT = 50.0  # Beta(a, b+x) this concentrated: vectorised quadrature (see _future_purchases_tight)
 _CF_Z_MAX = 1.0 - 1e-4  # beyond this the continued fraction is slow (~1/sqrt(1-z) steps): quadrature
 
 
@@ -334,7 +339,11 @@ def _future_purchases_quad(a: float, bp: float, k: float, u: float) -> float:
 
     Integrated over y = -log p, where the integrand e^(-(a-1) y) (1 - e^-y)^(bp-1) / B(a, bp) *
     (1 - (1 + u e^-y)^-k) is smooth (a log-Beta density shape times a step); the integral is
-    split near the density's bulk, log((a+bp-1)/a), and at the step, log(k u).
+    split near the density's bulk, log((a+bp-1)/a), at the step, log(k u), and at the mean of y
+    (psi(a+bp) - psi(a)) plus and minus 1, 3, 10 and 30 of its standard deviations (the variance is
+    trigamma(a) - trigamma(a+bp)): when a >> b the bulk sits at y ~ b/a with a width ~ sqrt(b)/a,
+    and without these points the adaptive rule can miss most of it (it returned about half the
+    value for a ~ 1e5).
     """
     log_b = betaln(a, bp)
 
@@ -347,7 +356,11 @@ def _future_purchases_quad(a: float, bp: float, k: float, u: float) -> float:
             return 0.0
         return math.exp((a - 1.0) * log_p + (bp - 1.0) * math.log(-math.expm1(log_p)) - log_b + math.log(step))
 
-    cuts = sorted({c for c in (math.log((a + bp - 1.0) / a) if a + bp > 1 else 0.0, math.log(k * u) if k * u > 0 else 0.0) if c > 0})
+    mean_y = float(psi(a + bp) - psi(a))
+    sd_y = math.sqrt(max(float(special.polygamma(1, a) - special.polygamma(1, a + bp)), 0.0))
+    bulk = [mean_y + c * sd_y for c in (-30.0, -10.0, -3.0, -1.0, 0.0, 1.0, 3.0, 10.0, 30.0)]
+    cuts = sorted({c for c in (math.log((a + bp - 1.0) / a) if a + bp > 1 else 0.0, math.log(k * u) if k * u > 0 else 0.0, *bulk)
+                   if c > 0 and math.isfinite(c)})
     edges = [0.0, *cuts, math.inf]
     total = 0.0
     for lo, hi in zip(edges[:-1], edges[1:]):
@@ -383,9 +396,45 @@ def _future_purchases(t, a: float, bp, k, scale) -> np.ndarray:
     out[t == 0] = 0.0
     ok |= t == 0
     flat = out.reshape(-1)  # a view: replace the values the series could not sum
-    for i in np.flatnonzero(~ok.reshape(-1)):
-        flat[i] = _future_purchases_quad(a, bp.flat[i], k.flat[i], t.flat[i] / scale.flat[i])
+    bad = np.flatnonzero(~ok.reshape(-1))
+    if bad.size:
+        bp_bad, k_bad, u_bad = bp.reshape(-1)[bad], k.reshape(-1)[bad], (t / scale).reshape(-1)[bad]
+        tight = (a >= _BETA_TIGHT) & (bp_bad >= _BETA_TIGHT)
+        if tight.any():
+            flat[bad[tight]] = _future_purchases_tight(a, bp_bad[tight], k_bad[tight], u_bad[tight])
+        for i, bpi, ki, ui in zip(bad[~tight], bp_bad[~tight], k_bad[~tight], u_bad[~tight]):
+            flat[i] = _future_purchases_quad(a, float(bpi), float(ki), float(ui))
     return out
+
+
+def _future_purchases_tight(a: float, bp: np.ndarray, k: np.ndarray, u: np.ndarray) -> np.ndarray:
+    """E_p[(1 - (1 + p u)^-k) / p], p ~ Beta(a, bp), for a concentrated Beta (a, bp >= _BETA_TIGHT).
+
+    The same integral as `_future_purchases_quad`, vectorised over rows: where a and b + x are both
+    large (a fit at the "everyone has the same drop-out probability" edge, a, b -> infinity) the
+    hypergeometric series overflows, and a quadrature per row takes seconds for a few thousand
+    customers. The Beta density is then a narrow, nearly normal bump: it is integrated with
+    composite Gauss-Legendre (4 panels x 32 nodes) over mean +/- 12 standard deviations (clipped to
+    (0, 1)), outside which it has no mass that counts (a Gamma(50) tail beyond 12 sd is < 1e-20).
+    """
+    mean = a / (a + bp)
+    sd = np.sqrt(mean * (1.0 - mean) / (a + bp + 1.0))
+    lo = np.maximum(mean - 12.0 * sd, 0.0)
+    hi = np.minimum(mean + 12.0 * sd, 1.0)
+    nodes, weights = np.polynomial.legendre.leggauss(32)
+    panels = 4
+    width = (hi - lo) / panels
+    total = np.zeros(bp.size)
+    log_b = betaln(a, bp)
+    for j in range(panels):
+        left = lo + j * width
+        p = left[:, None] + 0.5 * width[:, None] * (nodes[None, :] + 1.0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            log_density = (a - 1.0) * np.log(p) + (bp[:, None] - 1.0) * np.log1p(-p) - log_b[:, None]
+            step = -np.expm1(-k[:, None] * np.log1p(p * u[:, None])) / p
+            values = np.where(p > 0, np.exp(log_density) * step, 0.0)
+        total += 0.5 * width * (values @ weights)
+    return total
 
 
 def _unique_apply(func: Callable[..., np.ndarray], *arrays) -> np.ndarray:
@@ -419,6 +468,18 @@ def _nb_sf(n, r, alpha, t):
 # --------------------------------------------------------------------------- likelihoods
 
 
+def _by_frequency(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of x and the index that maps them back. Repeat-purchase counts take few
+    distinct values, so terms that depend on x only (log-gamma, digamma) are computed once per value.
+    Fitting data are sorted by x (`compress`): then this is a linear pass, not a sort."""
+    if x.size > 1 and np.all(x[1:] >= x[:-1]):
+        new = np.empty(x.size, dtype=bool)
+        new[0] = True
+        np.not_equal(x[1:], x[:-1], out=new[1:])
+        return x[new], np.cumsum(new) - 1
+    return np.unique(x, return_inverse=True)
+
+
 def _bg_loglik(params, x, tx, age, *, shift: int, grad: bool):
     """Per-customer log-likelihood of the BG/NBD (shift=0) or MBG/NBD (shift=1), and its gradient.
 
@@ -427,35 +488,89 @@ def _bg_loglik(params, x, tx, age, *, shift: int, grad: bool):
         A  = log Gamma(r+x) - log Gamma(r) + r log alpha,   D = log B(a, b+x) - log B(a, b)
     (B(a+1, b+x-1)/B(a, b+x) = a/(b+x-1)). Batislam et al. (2007) MBG/NBD: b+x -> b+x+1
     in D and in the ratio, and the second term applies for every x (drop-out at time 0).
-    The gradient is with respect to (r, alpha, a, b), shape (n, 4).
+    The gradient is with respect to (r, alpha, a, b), shape (n, 4). Terms in x alone (A, D, the
+    ratio's log and the digamma terms) are computed once per distinct x (`_by_frequency`).
     """
     r, alpha, a, b = params
+    ux, inv = _by_frequency(x)
     k = r + x
-    bx = b + x + shift
-    A = gammaln(k) - gammaln(r) + r * math.log(alpha)
-    D = betaln(a, bx) - betaln(a, b)
-    l1 = -k * np.log(alpha + age)
-    second = (x > 0) if shift == 0 else np.ones(x.shape, dtype=bool)
-    denom = np.where(second, bx - 1.0, 1.0)
+    uk = r + ux
+    ubx = b + ux + shift
+    usecond = (ux > 0) if shift == 0 else np.ones(ux.shape, dtype=bool)
+    udenom = np.where(usecond, ubx - 1.0, 1.0)
     with np.errstate(divide="ignore"):
-        l2 = np.where(second, math.log(a) - np.log(denom) - k * np.log(alpha + tx), -np.inf)
+        ulog_ratio = np.where(usecond, math.log(a) - np.log(udenom), -np.inf)  # log of a/(b+x-1), or 0 weight
+    uconst = gammaln(uk) - gammaln(r) + r * math.log(alpha) + betaln(a, ubx) - betaln(a, b)
+    log_age, log_tx = np.log(alpha + age), np.log(alpha + tx)
+    l1 = -k * log_age
+    l2 = ulog_ratio[inv] - k * log_tx
     lse = np.logaddexp(l1, l2)
-    ll = A + D + lse
+    ll = uconst[inv] + lse
     if not grad:
         return ll, None
     w2 = np.exp(l2 - lse)  # posterior weight of "dropped out after the last purchase"
     w1 = 1.0 - w2
     g = np.empty((x.size, 4))
-    g[:, 0] = psi(k) - psi(r) + math.log(alpha) - w1 * np.log(alpha + age) - w2 * np.log(alpha + tx)
+    g[:, 0] = (psi(uk) - psi(r) + math.log(alpha))[inv] - w1 * log_age - w2 * log_tx
     g[:, 1] = r / alpha - k * (w1 / (alpha + age) + w2 / (alpha + tx))
-    dd_a = psi(a + b) - psi(a + bx)
-    dd_b = psi(bx) - psi(a + bx) - psi(b) + psi(a + b)
-    g[:, 2] = dd_a + w2 / a
-    g[:, 3] = dd_b - w2 / denom
+    g[:, 2] = (psi(a + b) - psi(a + ubx))[inv] + w2 / a
+    g[:, 3] = (psi(ubx) - psi(a + ubx) - psi(b) + psi(a + b))[inv] - w2 / udenom[inv]
     return ll, g
 
 
-def _pnbd_log_g(alpha, s, beta, m, t):
+def _log_hyp2f1_near_one(b, c, log_delta, *, max_terms: int = 400) -> tuple[np.ndarray, np.ndarray]:
+    """log 2F1(1, b; c; z) for z = 1 - delta close to 1, by the 1 - z transformation, and where it holds.
+
+    DLMF 15.8.4 with a = 1 and g = c - 1 - b (the second series there, 2F1(c-1, g+1; g+1; delta),
+    is z^(1-c)):
+        2F1(1, b; c; z) = (c-1)/g * 2F1(1, b; 1-g; delta) + Gamma(c) Gamma(-g) / Gamma(b) * delta^g * z^(1-c),
+    the first series having terms (b)_n / (1-g)_n * delta^n. Near z = 1 it needs a few terms where
+    Gauss's continued fraction needs O(delta^-1/2) steps (thousands when one Pareto/NBD rate
+    parameter is 1e4 times the other, which the optimiser visits when drop-out looks homogeneous).
+    Both terms are taken in log space. Returns (log value, ok); ok is False, and the value is to be
+    computed otherwise, where delta >= 0.1 or b * delta >= 0.5 (slow series), g is within 1e-3 of an
+    integer (the terms have cancelling poles), the series did not converge or lost more than 4
+    digits to its largest term, or the two terms cancel to fewer than 8 significant digits.
+    """
+    b, c, log_delta = np.broadcast_arrays(*(np.asarray(v, dtype=float) for v in (b, c, log_delta)))
+    shape = b.shape
+    b, c, log_delta = b.ravel(), c.ravel(), log_delta.ravel()
+    delta = np.exp(log_delta)
+    g = c - 1.0 - b
+    ok = (delta < 0.1) & (b * delta < 0.5) & (np.abs(g - np.round(g)) > 1e-3) & (g < max_terms - 50)
+    series = np.ones(b.size)
+    term = np.ones(b.size)
+    biggest = np.ones(b.size)
+    active = ok.copy()
+    n = 0
+    while active.any() and n < max_terms:
+        idx = np.flatnonzero(active)
+        term[idx] *= (b[idx] + n) * delta[idx] / (1.0 - g[idx] + n)
+        series[idx] += term[idx]
+        biggest[idx] = np.maximum(biggest[idx], np.abs(term[idx]))
+        n += 1
+        # Once 1 - g + n > 0 the ratio of successive terms falls monotonically towards delta (< 1),
+        # so the rest of the series is bounded by a geometric series: stop when that bound is negligible.
+        denominator = 1.0 - g[idx] + n
+        rho = (b[idx] + n) * delta[idx] / np.where(denominator > 0, denominator, 1.0)
+        done = (denominator > 0) & (rho < 1.0) & (np.abs(term[idx]) * rho <= 1e-17 * (1.0 - rho) * np.abs(series[idx]))
+        active[idx[done]] = False
+    ok &= ~active & (series > 0) & (biggest * 1e-16 <= 1e-12 * np.abs(series))
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        log_t1 = np.log(c - 1.0) - np.log(np.abs(g)) + np.log(np.abs(series))
+        sign_t1 = np.sign(g)
+        log_t2 = gammaln(c) + gammaln(-g) - gammaln(b) + g * log_delta + (1.0 - c) * np.log1p(-delta)
+        sign_t2 = special.gammasgn(-g)
+        hi, lo = np.maximum(log_t1, log_t2), np.minimum(log_t1, log_t2)
+        sign_hi = np.where(log_t1 >= log_t2, sign_t1, sign_t2)
+        same = sign_t1 == sign_t2
+        ratio = lo - hi
+        out = np.where(same, hi + np.log1p(np.exp(ratio)), hi + _log1mexp(np.minimum(ratio, 0.0)))
+    ok &= np.isfinite(out) & (sign_hi > 0) & (same | (ratio < math.log1p(-1e-8)))
+    return np.where(ok, out, np.nan).reshape(shape), ok.reshape(shape)
+
+
+def _pnbd_log_g(alpha, s, beta, m, t, cf_limit: float = 1.0):
     """log G(t), where G(t_x) - G(T) = (r+s+x) * integral_{t_x}^T (alpha+u)^-(r+x) (beta+u)^-(s+1) du.
 
     The FHL (2005) note writes G(t) = 2F1(r+s+x, s+1; r+s+x+1; (alpha-beta)/(alpha+t)) /
@@ -463,13 +578,27 @@ def _pnbd_log_g(alpha, s, beta, m, t):
     (beta+t)^(r+s+x) otherwise. Euler's transformation turns these into
         alpha >= beta: (alpha+t)^-m (beta+t)^-s 2F1(1, m; m+s+1; (alpha-beta)/(alpha+t))
         alpha <  beta: (alpha+t)^(1-m) (beta+t)^-(s+1) 2F1(1, s+1; m+s+1; (beta-alpha)/(beta+t))
-    with m = r + x (Euler's transformation, DLMF 15.8.1), computed in log space (`_log_hyp2f1_unit`).
+    with m = r + x (Euler's transformation, DLMF 15.8.1), computed in log space: by the 1 - z
+    transformation where the argument z is close to 1 (`_log_hyp2f1_near_one`, with 1 - z computed
+    as the ratio (min(alpha, beta) + t) / (max(alpha, beta) + t), not by subtraction), else by
+    Gauss's continued fraction (`_log_hyp2f1_unit`) where z <= cf_limit; NaN elsewhere (the caller
+    integrates those rows numerically).
     """
+    m, t = np.broadcast_arrays(np.asarray(m, dtype=float), np.asarray(t, dtype=float))
     if alpha >= beta:
         z = (alpha - beta) / (alpha + t)
-        return -m * np.log(alpha + t) - s * np.log(beta + t) + _log_hyp2f1_unit(m, m + s + 1.0, z)
-    z = (beta - alpha) / (beta + t)
-    return (1.0 - m) * np.log(alpha + t) - (s + 1.0) * np.log(beta + t) + _log_hyp2f1_unit(s + 1.0, m + s + 1.0, z)
+        log_delta = np.log(beta + t) - np.log(alpha + t)
+        prefix, b = -m * np.log(alpha + t) - s * np.log(beta + t), m
+    else:
+        z = (beta - alpha) / (beta + t)
+        log_delta = np.log(alpha + t) - np.log(beta + t)
+        prefix, b = (1.0 - m) * np.log(alpha + t) - (s + 1.0) * np.log(beta + t), np.full(m.shape, s + 1.0)
+    c = m + s + 1.0
+    log_f, ok = _log_hyp2f1_near_one(b, c, log_delta)
+    rest = ~ok & (z <= cf_limit)
+    if rest.any():
+        log_f[rest] = _log_hyp2f1_unit(b[rest], c[rest], z[rest])
+    return prefix + log_f
 
 
 def _logaddexp(a: float, b: float) -> float:
@@ -515,20 +644,20 @@ def _pnbd_log_terms(params, x, tx, age):
     FHL (2005) note, the Pareto/NBD likelihood: L = Gamma(r+x) alpha^r beta^s / Gamma(r) *
     [ (alpha+T)^-(r+x) (beta+T)^-s + s/(r+s+x) (G(t_x) - G(T)) ]. Returns (const, l_alive, l_dead)
     with LL = const + logaddexp(l_alive, l_dead). G(t_x) - G(T) is (r+s+x) times an integral; for
-    the rare rows whose 2F1 argument at t_x is within 1e-4 of 1 (alpha/beta or beta/alpha above
-    ~1e4 with a small t_x), that integral is computed by quadrature instead.
+    the rare rows whose 2F1 argument is within 1e-4 of 1 (alpha/beta or beta/alpha above ~1e4 with
+    a small t_x) and where the 1 - z transformation does not hold either, that integral is computed
+    by quadrature instead.
     """
     r, alpha, s, beta = params
     m = r + x
     const = gammaln(m) - gammaln(r) + r * math.log(alpha) + s * math.log(beta)
     l_alive = -m * np.log(alpha + age) - s * np.log(beta + age)
-    z_tx = abs(alpha - beta) / (max(alpha, beta) + tx)
-    far = z_tx > _CF_Z_MAX
+    g_tx = _pnbd_log_g(alpha, s, beta, m, tx, cf_limit=_CF_Z_MAX)
+    g_t = _pnbd_log_g(alpha, s, beta, m, age, cf_limit=_CF_Z_MAX)
+    far = ~(np.isfinite(g_tx) & np.isfinite(g_t))
     l_dead = np.empty(x.shape)
-    near = ~far
-    g_tx = _pnbd_log_g(alpha, s, beta, m[near], tx[near])
-    g_t = _pnbd_log_g(alpha, s, beta, m[near], age[near])
-    l_dead[near] = math.log(s) - np.log(m[near] + s) + g_tx + _log1mexp(g_t - g_tx)
+    with np.errstate(invalid="ignore"):
+        l_dead[:] = math.log(s) - np.log(m + s) + g_tx + _log1mexp(g_t - g_tx)
     for i in np.flatnonzero(far):
         l_dead[i] = math.log(s) + _pnbd_log_integral_quad(alpha, s, beta, float(m[i]), float(tx[i]), float(age[i]))
     return const, l_alive, l_dead
@@ -1050,18 +1179,20 @@ def customer_lifetime_value(
 
     CLV = spend * sum of discounted expected purchases, with spend = E[M | x, zbar] from the
     Gamma-Gamma model (FHL 2005 JMR) and expected purchases from the purchase model's
-    conditional expectation E[Y(t) | x, t_x, T]:
-    - "discrete": monthly steps i = 1..ceil(12*horizon) ending at u_i = min(i/12, horizon) years,
-      sum_i (E[Y(u_i)] - E[Y(u_{i-1})]) * spend / (1 + discount_rate)^u_i  (each month's
-      purchases discounted at the month's end; i.e. a monthly rate (1+d)^(1/12) - 1);
-    - "continuous": integral_0^horizon exp(-delta u) dE[Y(u)] * spend with
-      delta = log(1 + discount_rate), computed as exp(-delta H) E[Y(H)] + delta int exp(-delta u)
-      E[Y(u)] du by 48-point Gauss-Legendre quadrature.
-    With discount_rate = 0 both equal E[Y(horizon)] * spend.
+    conditional expectation E[Y(t) | x, t_x, T] (see `discounted_purchases` for the two
+    discounting conventions). With discount_rate = 0 it is E[Y(horizon)] * spend.
     """
     for name, fitted in (("purchase_model", purchase_model), ("spend_model", spend_model)):
         if not hasattr(fitted, "params_"):
             raise NotFittedError(f"{name} is not fitted yet: call fit() first")
+    _check_discounting(horizon, discount_rate, periods_per_year, discounting)
+    x, tx, age = _check_rft(frequency, recency, T)
+    spend = spend_model.expected_avg_spend(x, monetary_value)
+    return discounted_purchases(purchase_model, x, tx, age, horizon=horizon, discount_rate=discount_rate,
+                                periods_per_year=periods_per_year, discounting=discounting) * spend
+
+
+def _check_discounting(horizon: float, discount_rate: float, periods_per_year: float, discounting: str) -> None:
     if not (math.isfinite(horizon) and horizon > 0):
         raise ValueError(f"horizon must be > 0 years, got {horizon!r}")
     if not (math.isfinite(discount_rate) and discount_rate > -1):
@@ -1070,8 +1201,35 @@ def customer_lifetime_value(
         raise ValueError(f"periods_per_year must be > 0 (model time units per year), got {periods_per_year!r}")
     if discounting not in ("discrete", "continuous"):
         raise ValueError(f"discounting must be 'discrete' or 'continuous', got {discounting!r}")
+
+
+def discounted_purchases(
+    purchase_model,
+    frequency,
+    recency,
+    T,
+    *,
+    horizon: float,
+    discount_rate: float,
+    periods_per_year: float,
+    discounting: str = "discrete",
+) -> np.ndarray:
+    """Expected repeat purchases of each customer over the next `horizon` years, each discounted
+    to today at the annual `discount_rate` (units as in `customer_lifetime_value`):
+
+    - "discrete": monthly steps i = 1..ceil(12*horizon) ending at u_i = min(i/12, horizon) years,
+      sum_i (E[Y(u_i)] - E[Y(u_{i-1})]) / (1 + discount_rate)^u_i  (each month's purchases
+      discounted at the month's end; i.e. a monthly rate (1+d)^(1/12) - 1);
+    - "continuous": integral_0^horizon exp(-delta u) dE[Y(u)] with delta = log(1 + discount_rate),
+      computed as exp(-delta H) E[Y(H)] + delta int exp(-delta u) E[Y(u)] du by 48-point
+      Gauss-Legendre quadrature.
+    With discount_rate = 0 both equal E[Y(horizon)]. Multiply by the expected spend per purchase
+    to get CLV.
+    """
+    if not hasattr(purchase_model, "params_"):
+        raise NotFittedError("purchase_model is not fitted yet: call fit() first")
+    _check_discounting(horizon, discount_rate, periods_per_year, discounting)
     x, tx, age = _check_rft(frequency, recency, T)
-    spend = spend_model.expected_avg_spend(x, monetary_value)
     rows, inverse = compress(x, tx, age)  # predictions on unique rows only
     ux, utx, uage = rows["frequency"].to_numpy(), rows["recency"].to_numpy(), rows["T"].to_numpy()
 
@@ -1094,4 +1252,908 @@ def customer_lifetime_value(
             nodes, weights = np.polynomial.legendre.leggauss(48)
             for node, wt in zip(0.5 * horizon * (nodes + 1.0), 0.5 * horizon * weights):
                 value = value + delta * wt * math.exp(-delta * node) * expected(node)
-    return value[inverse] * spend
+    return value[inverse]
+
+
+# =========================================================================== the 04 stage
+#
+# Everything below builds the 04 customer-lifetime-value report around the estimators above:
+# the calibration / holdout summaries (DuckDB, `crmbook.engine`), the fits and their comparison,
+# predictions per customer, the tables of the run folder, and the report's cards, findings,
+# charts and tables. Time is in `cfg.clv.time_unit` (days or weeks) unless a name says otherwise.
+
+STAGE = "04_clv"
+MODEL_CLASSES = {"bgnbd": BetaGeo, "pareto": ParetoNBD, "mbgnbd": ModifiedBetaGeo}
+MODEL_LABELS = {"bgnbd": "BG/NBD", "pareto": "Pareto/NBD", "mbgnbd": "MBG/NBD", "gamma_gamma": "Gamma-Gamma"}
+DAYS_PER_UNIT = {"days": 1.0, "weeks": 7.0}
+#: Columns of tables/clv_customers.parquet, in order (recency and T in the time unit, money in run.currency).
+CUSTOMER_COLUMNS = ("customer_id", "frequency", "recency", "T", "monetary", "p_alive", "expected_purchases",
+                    "expected_avg_spend", "clv")
+PARAM_COLUMNS = ("model", "param", "estimate", "std_err")
+METRIC_COLUMNS = ("model", "converged", "log_likelihood", "n_params", "aic", "bic", "holdout_customers", "holdout_actual",
+                  "holdout_predicted", "holdout_error", "mae", "rmse", "correlation", "selected", "message")
+CHURN_COLUMNS = ("customer_id", "revenue", "orders", "recency_days", "p_alive", "clv")
+MIN_REPEAT_BUYERS = 10  # fewer repeat buyers: no Gamma-Gamma fit (spend falls back to observed means)
+FREQUENCY_CAP = 7  # calibration-vs-holdout chart groups frequencies 0..6 and 7+ (FHL 2005, Fig. 4)
+TOP_SHARE = 0.10  # "share of value in the top decile"
+FULL_HISTORY = " (full history)"  # suffix of the refitted models in clv_model_params.csv
+
+
+@dataclass(frozen=True)
+class FailedFit:
+    """A model whose fit raised (for example too few repeat buyers): kept so that the report says so."""
+
+    name: str
+    message_: str
+    converged_: bool = False
+
+
+@dataclass(frozen=True)
+class Split:
+    """The calibration / holdout split: inclusive days, and the time unit of the summaries.
+
+    origin: "params" (dates from params), "default" (the last holdout_weeks weeks), "none"
+    (holdout_weeks = 0) or "short" (the data span less than 3 x holdout_weeks: no holdout)."""
+
+    first_purchase: dt.date
+    analysis_date: dt.date
+    calibration_end: dt.date
+    holdout_end: dt.date | None
+    origin: str
+    time_unit: str
+
+    @property
+    def has_holdout(self) -> bool:
+        return self.holdout_end is not None
+
+    @property
+    def holdout_length(self) -> float:
+        """Length of the holdout period in the time unit (0 without a holdout)."""
+        if self.holdout_end is None:
+            return 0.0
+        return (self.holdout_end - self.calibration_end).days / DAYS_PER_UNIT[self.time_unit]
+
+    @property
+    def periods_per_year(self) -> float:
+        """Time units per year: 365.25 days, or 52.18 weeks."""
+        return 365.25 / DAYS_PER_UNIT[self.time_unit]
+
+
+@dataclass
+class CalibrationData:
+    """The customer summaries the models are fitted on and judged by.
+
+    calibration: one row per customer whose first purchase is on or before calibration_end, from
+    the purchases up to calibration_end (plus holdout_purchases and holdout_value with a holdout);
+    current: one row per customer from the whole history up to the analysis date (the rows that
+    are scored); weekly_repeats: repeat purchase days per week since the first purchase day
+    (`engine.repeat_purchases_by_period`), up to the holdout end (else the analysis date)."""
+
+    split: Split
+    calibration: pd.DataFrame
+    current: pd.DataFrame
+    weekly_repeats: pd.DataFrame
+
+
+def _tidy_summary(frame: pd.DataFrame) -> pd.DataFrame:
+    """customer_id as text; money rounded to 1e-6 (DuckDB's parallel sums may differ in the last bits
+    between runs: rounding keeps fits and files byte-identical); sorted by customer_id."""
+    out = frame.copy()
+    out["customer_id"] = out["customer_id"].astype("str")
+    for column in ("revenue", "monetary", "aov"):
+        out[column] = out[column].astype("float64").round(6)
+    for column in ("frequency", "orders", "purchase_days", "recency_days"):
+        out[column] = out[column].astype("int64")
+    for column in ("recency", "T"):
+        out[column] = out[column].astype("float64")
+    for column in ("first_purchase", "last_purchase"):
+        out[column] = pd.to_datetime(out[column]).dt.date
+    return out.sort_values("customer_id", kind="stable").reset_index(drop=True)
+
+
+def transactions_path(run_dir) -> Path:
+    """The clean transactions of this run (02's output)."""
+    return Path(run_dir) / "tables" / "clean_transactions.parquet"
+
+
+def split_dates(cfg, first_purchase: dt.date, analysis_date: dt.date, last_purchase: dt.date | None = None) -> Split:
+    """The calibration / holdout split from `cfg.clv` (see `ClvSection`); ConfigError names the key
+    when dates do not fit the data. The default holdout ends on the last day with purchases (at most
+    the analysis date): when the analysis date is "the day after the last order", that day holds no
+    purchases and would bias the holdout's actual counts down."""
+    from crmbook.errors import ConfigError
+
+    settings = cfg.clv
+    unit = settings.time_unit
+    end = settings.holdout_end or min(analysis_date, last_purchase or analysis_date)
+    if settings.holdout_end is not None and settings.holdout_end > analysis_date:
+        raise ConfigError(cfg.params_file, "clv.holdout_end", f"{settings.holdout_end} is after the analysis date "
+                          f"{analysis_date} (later purchases are not in the clean data): set run.analysis_date")
+    if settings.calibration_end is not None:
+        calibration_end, origin = settings.calibration_end, "params"
+    elif settings.holdout_end is not None:
+        if settings.holdout_weeks == 0:
+            raise ConfigError(cfg.params_file, "clv.calibration_end", "holdout_end is set: give calibration_end too "
+                              "(or holdout_weeks > 0)")
+        calibration_end, origin = end - dt.timedelta(weeks=settings.holdout_weeks), "params"
+    elif settings.holdout_weeks == 0:
+        return Split(first_purchase, analysis_date, analysis_date, None, "none", unit)
+    elif (end - first_purchase).days >= 3 * 7 * settings.holdout_weeks:
+        calibration_end, origin = end - dt.timedelta(weeks=settings.holdout_weeks), "default"
+    else:
+        return Split(first_purchase, analysis_date, analysis_date, None, "short", unit)
+    if calibration_end < first_purchase:
+        raise ConfigError(cfg.params_file, "clv.calibration_end", f"{calibration_end} is before the first purchase "
+                          f"({first_purchase}): no customer would be in the calibration period")
+    if calibration_end >= end:
+        raise ConfigError(cfg.params_file, "clv.calibration_end", f"{calibration_end} is not before the holdout end {end}")
+    return Split(first_purchase, analysis_date, calibration_end, end, origin, unit)
+
+
+def summarise_calibration(cfg, run_dir, con=None) -> CalibrationData:
+    """Customer summaries for the fits, from the clean transactions of `run_dir` (DuckDB, out of core):
+    calibration period (with holdout purchases), whole history to the analysis date, and weekly
+    repeat purchases. The analysis date is `run.analysis_date`, else the day after the last order."""
+    from crmbook import engine
+    from crmbook.errors import InputError
+
+    path = transactions_path(run_dir)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: run 02 cleaning first (cleaning.load_clean)")
+    con = con or engine.connect()
+    first, last = con.execute("SELECT MIN(CAST(order_ts AS DATE)), MAX(CAST(order_ts AS DATE)) FROM read_parquet(?)",
+                              [str(path)]).fetchone()
+    if first is None:
+        raise InputError(path, "no transactions are left after cleaning: there is nothing to model")
+    as_of = cfg.run.analysis_date or last + dt.timedelta(days=1)
+    split = split_dates(cfg, first, as_of, last)
+    unit = split.time_unit
+    calibration = _tidy_summary(engine.customer_summary(con, path, split.calibration_end, unit))
+    if split.has_holdout:
+        holdout = engine.holdout_purchases(con, path, split.calibration_end, split.holdout_end)
+        holdout["customer_id"] = holdout["customer_id"].astype("str")
+        calibration = calibration.merge(holdout, on="customer_id", how="left", validate="one_to_one")
+        calibration["holdout_purchases"] = calibration["holdout_purchases"].fillna(0).astype("int64")
+        calibration["holdout_value"] = calibration["holdout_value"].fillna(0.0).astype("float64").round(6)
+        current = _tidy_summary(engine.customer_summary(con, path, split.analysis_date, unit))
+    else:
+        current = calibration
+    weekly = engine.repeat_purchases_by_period(con, path, first, split.holdout_end or split.analysis_date, "weeks")
+    return CalibrationData(split, calibration, current, weekly)
+
+
+def _quietly(fit: Callable[[], object], name: str):
+    """Run a fit with its warnings silenced (non-convergence is reported through `converged_` and
+    `message_`); a fit that raises on the data becomes a FailedFit."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            return fit()
+        except (ValueError, ArithmeticError, np.linalg.LinAlgError) as exc:
+            return FailedFit(name, f"could not be fitted: {exc}")
+
+
+def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), penalizer: float = 0.0) -> dict[str, object]:
+    """The purchase models fitted on a (frequency, recency, T) summary, in the order given; a fit
+    that raises is a FailedFit (the stage carries on with the others)."""
+    out = {}
+    for key in models:
+        model = MODEL_CLASSES[key]
+
+        def fit(model=model):
+            return model(penalizer=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
+
+        out[key] = _quietly(fit, MODEL_LABELS[key])
+    return out
+
+
+def repeat_buyers(summary: pd.DataFrame) -> pd.DataFrame:
+    """Customers with a repeat purchase and a positive mean repeat value: the Gamma-Gamma sample."""
+    return summary[(summary["frequency"] > 0) & (summary["monetary"] > 0)]
+
+
+def fit_spend(summary: pd.DataFrame, penalizer: float = 0.0):
+    """Gamma-Gamma on the repeat buyers' (frequency, monetary); a FailedFit with fewer than
+    MIN_REPEAT_BUYERS of them."""
+    buyers = repeat_buyers(summary)
+    if len(buyers) < MIN_REPEAT_BUYERS:
+        return FailedFit(MODEL_LABELS["gamma_gamma"], f"could not be fitted: only {len(buyers)} repeat buyer(s), "
+                         f"at least {MIN_REPEAT_BUYERS} are needed")
+    return _quietly(lambda: GammaGamma(penalizer=penalizer).fit(buyers["frequency"], buyers["monetary"]),
+                    MODEL_LABELS["gamma_gamma"])
+
+
+def spend_usable(spend) -> bool:
+    """A Gamma-Gamma fit can predict spend for everyone when it has finite parameters and q > 1
+    (the population mean spend p gamma / (q - 1) exists)."""
+    return hasattr(spend, "params_") and all(map(math.isfinite, spend.params_.values())) and spend.params_["q"] > 1
+
+
+def expected_spend(spend, summary: pd.DataFrame) -> tuple[np.ndarray, str]:
+    """Expected value per future purchase, and where it comes from ("gamma_gamma" or "observed").
+
+    Gamma-Gamma's E[M | x, zbar] when the fit is usable (`spend_usable`); otherwise each repeat
+    buyer's own mean repeat value, and for customers without one the mean of those (the mean
+    order value when nobody bought twice)."""
+    x = summary["frequency"].to_numpy(float)
+    m = summary["monetary"].to_numpy(float)
+    has_mean = (x > 0) & (m > 0)
+    if spend_usable(spend):
+        return spend.expected_avg_spend(np.where(has_mean, x, 0.0), np.where(has_mean, m, 0.0)), "gamma_gamma"
+    fallback = m[has_mean].mean() if has_mean.any() else float(summary["aov"].mean())
+    return np.where(has_mean, m, fallback), "observed"
+
+
+def compare_models(fits: dict[str, object], data: CalibrationData) -> pd.DataFrame:
+    """One row per purchase model (METRIC_COLUMNS): convergence, log-likelihood, AIC, BIC and, with
+    a holdout, predicted vs actual holdout purchases of the calibration customers: totals, relative
+    error of the total, and per customer MAE, RMSE and Pearson correlation. `selected` is filled
+    by `select_model`."""
+    cal, split = data.calibration, data.split
+    x, tx, age = (cal[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    rows = []
+    for key, fit in fits.items():
+        row = {"model": MODEL_LABELS[key], "converged": bool(fit.converged_), "message": fit.message_, "selected": False}
+        if hasattr(fit, "params_"):
+            k, ll = len(fit.params_), fit.log_likelihood_
+            row.update(log_likelihood=ll, n_params=k, aic=2 * k - 2 * ll, bic=k * math.log(len(cal)) - 2 * ll)
+            if split.has_holdout:
+                actual = cal["holdout_purchases"].to_numpy(float)
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")
+                    predicted = fit.expected_purchases(split.holdout_length, x, tx, age)
+                error = predicted - actual
+                both_vary = actual.std() > 0 and predicted.std() > 0
+                row.update(holdout_customers=len(cal), holdout_actual=actual.sum(), holdout_predicted=predicted.sum(),
+                           holdout_error=(predicted.sum() - actual.sum()) / actual.sum() if actual.sum() > 0 else np.nan,
+                           mae=np.abs(error).mean(), rmse=math.sqrt((error**2).mean()),
+                           correlation=float(np.corrcoef(actual, predicted)[0, 1]) if both_vary else np.nan)
+        rows.append(row)
+    table = pd.DataFrame(rows).reindex(columns=list(METRIC_COLUMNS))
+    table.index = list(fits)
+    return table
+
+
+def select_model(comparison: pd.DataFrame, choice: str = "auto", has_holdout: bool = True) -> tuple[str, str]:
+    """The purchase model used for CLV, and the rule that chose it (a text key).
+
+    `choice` other than "auto" is taken as given. "auto": among the converged fits, the lowest
+    holdout MAE per customer (without a holdout: the lowest BIC); if no fit converged, the same
+    rule among all fits that produced parameters (and the report says so). Ties go to the first
+    model in `clv.models`."""
+    if choice != "auto":
+        if choice not in comparison.index or pd.isna(comparison.loc[choice, "log_likelihood"]):
+            raise RuntimeError(f"clv.model = {choice}: that model could not be fitted ({comparison.loc[choice, 'message']})"
+                               if choice in comparison.index else f"clv.model = {choice}: that model was not fitted")
+        return choice, "clv_sel_params"
+    metric = "mae" if has_holdout else "bic"
+    usable = comparison[comparison[metric].notna()]
+    if usable.empty:
+        raise RuntimeError("no purchase model could be fitted: " + "; ".join(
+            f"{row.model}: {row.message}" for row in comparison.itertuples()))
+    converged = usable[usable["converged"].astype(bool)]
+    pool = converged if len(converged) else usable
+    best = pool[metric].astype(float).idxmin()
+    return best, f"clv_sel_{metric}" + ("" if len(converged) else "_unconverged")
+
+
+@dataclass(frozen=True)
+class FinalModels:
+    """The models that score the customers. `purchase_refitted` / `spend_refitted`: refitted on the
+    whole history; `refit_failures`: (label, message) of refits that did not converge or raised, and
+    were therefore not used (the calibration fit scores the customers instead)."""
+
+    purchase: object
+    spend: object
+    purchase_refitted: bool = False
+    spend_refitted: bool = False
+    refit_failures: tuple[tuple[str, str], ...] = ()
+
+
+def final_models(key: str, fits: dict[str, object], spend, data: CalibrationData, settings) -> FinalModels:
+    """The purchase and spend models that score customers: with a holdout and `settings.refit`, the
+    chosen model and Gamma-Gamma refitted on the whole history to the analysis date (all customers,
+    all information), each used only when its refit converged; otherwise the calibration fits."""
+    if not (data.split.has_holdout and settings.refit):
+        return FinalModels(fits[key], spend)
+    purchase = fit_models(data.current, (key,), settings.penalizer)[key]
+    new_spend = fit_spend(data.current, settings.penalizer)
+    failures = tuple((MODEL_LABELS[k] + FULL_HISTORY, fit.message_) for k, fit in ((key, purchase), ("gamma_gamma", new_spend))
+                     if not fit.converged_)
+    use_purchase, use_spend = purchase.converged_, new_spend.converged_ and spend_usable(new_spend)
+    return FinalModels(purchase if use_purchase else fits[key], new_spend if use_spend else spend,
+                       use_purchase, use_spend, failures)
+
+
+def predict_customers(model, spend, summary: pd.DataFrame, split: Split, settings) -> pd.DataFrame:
+    """Per customer: P(alive) at the analysis date, expected repeat purchases over the horizon,
+    expected spend per purchase and CLV (discounted expected purchases x expected spend), next to
+    the summary columns. Columns: CUSTOMER_COLUMNS plus revenue, orders, recency_days, first_purchase
+    (for the report); the spend source is in `attrs["spend_source"]`."""
+    x, tx, age = (summary[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    horizon = settings.horizon_years * split.periods_per_year
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        p_alive = model.p_alive(x, tx, age)
+        purchases = model.expected_purchases(horizon, x, tx, age)
+        discounted = discounted_purchases(model, x, tx, age, horizon=settings.horizon_years, discount_rate=settings.discount_rate,
+                                          periods_per_year=split.periods_per_year, discounting=settings.discounting)
+        spend_per_purchase, source = expected_spend(spend, summary)
+    out = summary[["customer_id", "frequency", "recency", "T", "monetary"]].copy()
+    out["p_alive"] = np.round(p_alive, 6)
+    out["expected_purchases"] = np.round(purchases, 6)
+    out["expected_avg_spend"] = np.round(spend_per_purchase, 6)
+    out["clv"] = np.round(discounted * spend_per_purchase, 6)
+    for column in ("revenue", "orders", "recency_days", "first_purchase"):
+        out[column] = summary[column].to_numpy()
+    out.attrs["spend_source"] = source
+    return out
+
+
+def conditional_by_frequency(fits: dict[str, object], data: CalibrationData, cap: int = FREQUENCY_CAP) -> pd.DataFrame:
+    """Mean holdout purchases per customer by calibration frequency (0 .. cap-1 and cap+), actual and
+    predicted by each fitted model: the conditional-expectation check of FHL (2005), Fig. 4.
+    Columns: frequency (label), customers, actual, predicted_<model key> ... Empty without a holdout."""
+    split, cal = data.split, data.calibration
+    if not split.has_holdout:
+        return pd.DataFrame(columns=["frequency", "customers", "actual"])
+    group = np.minimum(cal["frequency"].to_numpy(), cap)
+    frame = pd.DataFrame({"group": group, "actual": cal["holdout_purchases"].to_numpy(float)})
+    x, tx, age = (cal[c].to_numpy(float) for c in ("frequency", "recency", "T"))
+    for key, fit in fits.items():
+        if hasattr(fit, "params_"):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                frame[f"predicted_{key}"] = fit.expected_purchases(split.holdout_length, x, tx, age)
+    out = frame.groupby("group").mean().round(6)
+    out.insert(0, "customers", frame.groupby("group").size())
+    out.insert(0, "frequency", [f"{g}+" if g == cap else str(g) for g in out.index])
+    return out.reset_index(drop=True)
+
+
+def tracking(fits: dict[str, object], data: CalibrationData) -> pd.DataFrame:
+    """Weekly and cumulative repeat purchases, actual and predicted, from the first purchase day to
+    the holdout end (else the analysis date): FHL (2005), Figs. 2-3.
+
+    Actual: repeat purchase days per week (`engine.repeat_purchases_by_period`). Predicted: each
+    model's unconditional expectation E[X(t)] (`expected_purchases_new`) at every customer's age
+    t at the end of the week, summed over the customers who had made their first purchase by then
+    (first purchase days taken as given). Columns: period (week, 1-based), days (7, fewer in a last
+    partial week), period_end (last day), in_holdout, actual, actual_cumulative, predicted_<key>, predicted_<key>_cumulative."""
+    split = data.split
+    start, end = split.first_purchase, split.holdout_end or split.analysis_date
+    span_days = (end - start).days + 1
+    weeks = max(1, math.ceil(span_days / 7))
+    periods = np.arange(1, weeks + 1)
+    week_end_day = np.minimum(7 * periods, span_days)  # days since start at the end of each week
+    out = pd.DataFrame({"period": periods, "days": np.diff(week_end_day, prepend=0).astype("int64"),
+                        "period_end": [start + dt.timedelta(days=int(d) - 1) for d in week_end_day]})
+    out["in_holdout"] = [split.has_holdout and d > split.calibration_end for d in out["period_end"]]
+    weekly = data.weekly_repeats.set_index("period")["repeat_purchases"]
+    out["actual"] = weekly.reindex(periods, fill_value=0).to_numpy().astype("int64")
+    out["actual_cumulative"] = out["actual"].cumsum()
+    first_day = pd.Series([(d - start).days for d in data.current["first_purchase"]])
+    counts = first_day[first_day < span_days].value_counts().sort_index()
+    offsets, n = counts.index.to_numpy(), counts.to_numpy(float)
+    ages_days = np.maximum(week_end_day[:, None] - offsets[None, :], 0)  # weeks x first-purchase days
+    unique_days, inverse = np.unique(ages_days, return_inverse=True)
+    for key, fit in fits.items():
+        if not hasattr(fit, "params_"):
+            continue
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = fit.expected_purchases_new(unique_days / DAYS_PER_UNIT[split.time_unit])
+        cumulative = expected[inverse.reshape(ages_days.shape)] @ n
+        out[f"predicted_{key}"] = np.round(np.diff(cumulative, prepend=0.0), 6)
+        out[f"predicted_{key}_cumulative"] = np.round(cumulative, 6)
+    return out
+
+
+def value_deciles(scored: pd.DataFrame) -> pd.DataFrame:
+    """Customers in ten groups by CLV (1 = the top 10%; ties by customer_id): customers, CLV, share
+    of the total and cumulative share."""
+    ordered = scored.sort_values(["clv", "customer_id"], ascending=[False, True], kind="stable")
+    decile = np.arange(len(ordered)) * 10 // max(len(ordered), 1) + 1
+    out = ordered.assign(decile=decile).groupby("decile").agg(customers=("clv", "size"), clv=("clv", "sum"))
+    total = out["clv"].sum()
+    out["share"] = out["clv"] / total if total > 0 else 0.0
+    out["cumulative_share"] = out["share"].cumsum()
+    return out.reset_index()
+
+
+def top_share(scored: pd.DataFrame, share: float = TOP_SHARE) -> float:
+    """Share of the total CLV held by the top `share` of customers (at least one customer)."""
+    values = np.sort(scored["clv"].to_numpy(float))[::-1]
+    total = values.sum()
+    return float(values[: max(1, math.ceil(share * len(values)))].sum() / total) if total > 0 else 0.0
+
+
+def p_alive_grid(model, summary: pd.DataFrame, steps: int = 12) -> pd.DataFrame:
+    """P(alive) over the frequency x recency grid for a customer of the largest age T in `summary`
+    (the longest-known customers): rows frequency 0..x_max (the 99th percentile, 5 to 20), columns
+    recency from 0 to T in `steps` steps (in the time unit). Empty cells (x = 0 needs recency 0)
+    are NaN."""
+    age = float(summary["T"].max())
+    x_max = int(min(max(np.ceil(summary["frequency"].quantile(0.99)), 5), 20))
+    recency = np.minimum(np.round(np.linspace(0.0, age, steps + 1), 6), age)
+    xs, ts = np.meshgrid(np.arange(x_max + 1, dtype=float), recency, indexing="ij")
+    valid = (xs > 0) | (ts == 0)
+    values = np.full(xs.shape, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        values[valid] = model.p_alive(xs[valid], ts[valid], np.full(valid.sum(), age))
+    return pd.DataFrame(values, index=pd.Index(np.arange(x_max + 1), name="frequency"), columns=pd.Index(recency, name="recency"))
+
+
+def churn_risk(scored: pd.DataFrame, settings) -> pd.DataFrame:
+    """High-value customers who are probably gone: in the top `churn_top_value_share` by net revenue
+    to date and with P(alive) below `churn_p_alive_below`. Ids and numbers only (CHURN_COLUMNS),
+    largest revenue first."""
+    ordered = scored.sort_values(["revenue", "customer_id"], ascending=[False, True], kind="stable")
+    top = ordered.head(max(1, math.ceil(settings.churn_top_value_share * len(ordered))))
+    risky = top[top["p_alive"] < settings.churn_p_alive_below]
+    return risky[list(CHURN_COLUMNS)].reset_index(drop=True)
+
+
+def rfm_segments(cfg, run_dir, as_of: dt.date, con=None) -> tuple[pd.Series | None, str]:
+    """customer_id -> RFM segment, and its source: "03" (tables/customer_segments.parquet, when 03
+    has written it), "computed" (03 has not, e.g. it runs in parallel: the same RFM rules and
+    params through `crmbook.segmentation`) or "none"."""
+    from crmbook import store
+
+    if store.has_table(run_dir, "customer_segments"):
+        try:
+            table = store.read_table(run_dir, "customer_segments")
+            return pd.Series(table["rfm_segment"].to_numpy(), index=table["customer_id"].astype("str")), "03"
+        except (OSError, ValueError, KeyError):  # being written by 03 right now, or another layout
+            pass
+    try:
+        from crmbook import engine, segmentation
+
+        con = con or engine.connect()
+        features = segmentation.customer_features(con, transactions_path(run_dir), as_of)
+        scores = segmentation.rfm_scores(features, cfg.segmentation.rfm)
+        names = segmentation.name_segments(scores, segmentation.segment_grid(cfg.segmentation.rfm))
+        return pd.Series(names.to_numpy(), index=features["customer_id"].astype("str")), "computed"
+    except (ImportError, AttributeError, KeyError, TypeError):
+        return None, "none"
+
+
+def acquisition_channels(customers: pd.DataFrame | None) -> pd.Series | None:
+    """customer_id -> acquisition channel from the clean customers table (None without the column)."""
+    if customers is None or "acquisition_channel" not in customers or customers["acquisition_channel"].isna().all():
+        return None
+    return pd.Series(customers["acquisition_channel"].to_numpy(), index=customers["customer_id"].astype("str"))
+
+
+def value_by_group(scored: pd.DataFrame, groups: pd.Series, unknown: str = "?") -> pd.DataFrame:
+    """CLV per group (customer_id -> label; customers without one are `unknown`): customers, total,
+    mean and share of CLV, mean P(alive); largest total first."""
+    label = scored["customer_id"].map(groups).fillna(unknown).astype("str")
+    g = scored.assign(group=label).groupby("group")
+    out = pd.DataFrame({"customers": g.size(), "clv_total": g["clv"].sum(), "clv_mean": g["clv"].mean(),
+                        "p_alive_mean": g["p_alive"].mean()})
+    total = out["clv_total"].sum()
+    out.insert(2, "clv_share", out["clv_total"] / total if total > 0 else 0.0)
+    out = out.reset_index().sort_values(["clv_total", "group"], ascending=[False, True], kind="stable")
+    return out.reset_index(drop=True)
+
+
+@dataclass
+class ClvResult:
+    """Everything the 04 report shows and saves (see `evaluate`)."""
+
+    settings: object
+    currency: str
+    data: CalibrationData
+    fits: dict[str, object]
+    spend: object
+    comparison: pd.DataFrame
+    selected: str
+    selection_rule: str
+    model: object
+    model_spend: object
+    refitted: bool
+    spend_refitted: bool
+    refit_failures: tuple[tuple[str, str], ...]
+    scored: pd.DataFrame
+    conditional: pd.DataFrame
+    tracking: pd.DataFrame
+    deciles: pd.DataFrame
+    p_alive: pd.DataFrame
+    churn: pd.DataFrame
+    by_segment: pd.DataFrame | None = None
+    segment_source: str = "none"
+    by_channel: pd.DataFrame | None = None
+
+    @property
+    def split(self) -> Split:
+        return self.data.split
+
+    def problems(self) -> list[tuple[str, str]]:
+        """(model label, message) of every fit that did not converge or could not be fitted: the
+        calibration fits, then the refits on the whole history (which are then not used)."""
+        out = [(MODEL_LABELS[k], f.message_) for k, f in self.fits.items() if not f.converged_]
+        if not self.spend.converged_:
+            out.append((MODEL_LABELS["gamma_gamma"], self.spend.message_))
+        return out + list(self.refit_failures)
+
+
+def evaluate(cfg, run_dir, customers: pd.DataFrame | None = None, con=None) -> ClvResult:
+    """The whole 04 stage on the clean tables of `run_dir`: summaries, fits of every model in
+    `clv.models` and Gamma-Gamma on the calibration period, comparison and choice of model,
+    refit on the whole history, predictions per customer and the report's tables."""
+    from crmbook import engine
+
+    settings = cfg.clv
+    con = con or engine.connect()
+    data = summarise_calibration(cfg, run_dir, con)
+    fits = fit_models(data.calibration, settings.models, settings.penalizer)
+    spend = fit_spend(data.calibration, settings.penalizer)
+    comparison = compare_models(fits, data)
+    selected, rule = select_model(comparison, settings.model, data.split.has_holdout)
+    comparison["selected"] = comparison.index == selected
+    final = final_models(selected, fits, spend, data, settings)
+    scored = predict_customers(final.purchase, final.spend, data.current, data.split, settings)
+    segments, segment_source = rfm_segments(cfg, run_dir, data.split.analysis_date, con)
+    channels = acquisition_channels(customers)
+    return ClvResult(
+        settings=settings, currency=cfg.run.currency, data=data, fits=fits, spend=spend, comparison=comparison,
+        selected=selected, selection_rule=rule, model=final.purchase, model_spend=final.spend, refitted=final.purchase_refitted,
+        spend_refitted=final.spend_refitted, refit_failures=final.refit_failures, scored=scored,
+        conditional=conditional_by_frequency(fits, data), tracking=tracking(fits, data), deciles=value_deciles(scored),
+        p_alive=p_alive_grid(final.purchase, data.current), churn=churn_risk(scored, settings),
+        by_segment=value_by_group(scored, segments) if segments is not None else None, segment_source=segment_source,
+        by_channel=value_by_group(scored, channels) if channels is not None else None,
+    )
+
+
+def params_table(result: ClvResult) -> pd.DataFrame:
+    """tables/clv_model_params.csv: model, param, estimate, std_err for every calibration fit (in
+    `clv.models` order, then Gamma-Gamma), then the refits on the whole history that score the
+    customers ("... (full history)").
+    A fit without standard errors (not converged) has an empty std_err."""
+    parts = [fit.summary() for fit in result.fits.values() if hasattr(fit, "params_")]
+    if hasattr(result.spend, "params_"):
+        parts.append(result.spend.summary())
+    for refitted, fit in ((result.refitted, result.model), (result.spend_refitted, result.model_spend)):
+        if refitted:
+            parts.append(fit.summary().assign(model=lambda f: f["model"] + FULL_HISTORY))
+    if not parts:
+        return pd.DataFrame(columns=list(PARAM_COLUMNS))
+    return pd.concat(parts, ignore_index=True)[list(PARAM_COLUMNS)]
+
+
+def save(run_dir, result: ClvResult) -> None:
+    """Write the stage's tables: clv_customers.parquet (CUSTOMER_COLUMNS), clv_model_params.csv,
+    clv_holdout_metrics.csv (one row per purchase model), clv_tracking.csv (weekly),
+    clv_by_frequency.csv (calibration vs holdout) and clv_churn_risk.csv (ids and numbers only).
+    Rows are sorted, so the same inputs give byte-identical files."""
+    from crmbook import store
+
+    store.write_table(run_dir, "clv_customers", result.scored[list(CUSTOMER_COLUMNS)])
+    store.write_table(run_dir, "clv_model_params", params_table(result), fmt="csv")
+    store.write_table(run_dir, "clv_holdout_metrics", result.comparison.reset_index(drop=True), fmt="csv")
+    store.write_table(run_dir, "clv_tracking", result.tracking, fmt="csv")
+    store.write_table(run_dir, "clv_by_frequency", result.conditional, fmt="csv")
+    store.write_table(run_dir, "clv_churn_risk", result.churn, fmt="csv")
+
+
+# --------------------------------------------------------------------------- the 04 report
+# Cards, findings, headings, tables and charts in the report language (words: text/04_clv.yaml).
+
+
+def _pct(value: float, signed: bool = False) -> str:
+    return f"{value:+.1%}" if signed else f"{value:.0%}"
+
+
+def _length(days: float, time_unit: str, lang: str) -> str:
+    """A length of time in the stage's unit, e.g. '26 weeks'."""
+    from crmbook import report
+
+    return f"{days / DAYS_PER_UNIT[time_unit]:,.4g} {report.t(f'clv_unit_{time_unit}', lang)}"
+
+
+def _years(years: float, lang: str) -> str:
+    from crmbook import report
+
+    return report.t("clv_year_one", lang) if years == 1 else report.say("clv_years", lang, years=f"{years:g}")
+
+
+def summarise(result: ClvResult, cfg):
+    """KPI cards and three to five findings for the 04 report (and the index page). A fit that did
+    not converge always gets a finding."""
+    from crmbook import report
+
+    lang, s, split = cfg.report.language, result.settings, result.split
+    scored, currency = result.scored, result.currency
+    total, purchases = float(scored["clv"].sum()), float(scored["expected_purchases"].sum())
+    horizon, rate = _years(s.horizon_years, lang), _pct(s.discount_rate)
+    row = result.comparison.loc[result.selected]
+    model = MODEL_LABELS[result.selected]
+    if split.has_holdout and pd.notna(row["holdout_error"]):
+        model_note = report.say("clv_card_model_note_holdout", lang, error=_pct(row["holdout_error"], signed=True))
+    else:
+        model_note = report.t("clv_card_model_note_bic" if result.selection_rule.startswith("clv_sel_bic") else "clv_sel_params_short", lang)
+    share_top = top_share(scored)
+    cards = [
+        report.Card(report.t("clv_card_customers", lang), report.number(len(scored))),
+        report.Card(report.t("clv_card_total", lang), report.money(total, currency),
+                    report.say("clv_card_total_note", lang, horizon=horizon, rate=rate)),
+        report.Card(report.t("clv_card_mean", lang), report.money(total / max(len(scored), 1), currency)),
+        report.Card(report.t("clv_card_purchases", lang), report.number(purchases),
+                    report.say("clv_card_purchases_note", lang, horizon=horizon)),
+        report.Card(report.t("clv_card_top", lang), _pct(share_top)),
+        report.Card(report.t("clv_card_model", lang), model, model_note),
+    ]
+    findings: list[str] = []
+    problems = result.problems()
+    if problems:
+        names = ", ".join(dict.fromkeys(label for label, _ in problems))
+        used = not result.model.converged_  # the fit that scores the customers
+        findings.append(report.say("clv_f_unconverged_used" if used else "clv_f_unconverged", lang, models=names, model=model))
+    findings.append(report.say("clv_f_value", lang, horizon=horizon, customers=report.number(len(scored)),
+                               purchases=report.number(purchases), value=report.money(total, currency), rate=rate,
+                               mean=report.money(total / max(len(scored), 1), currency)))
+    bottom = float(result.deciles.loc[result.deciles["decile"] > 5, "share"].sum())
+    findings.append(report.say("clv_f_top", lang, share=_pct(share_top), bottom=_pct(bottom)))
+    choice = report.say(result.selection_rule, lang, model=model)
+    if split.has_holdout and pd.notna(row["holdout_error"]):
+        choice += " " + report.say("clv_f_holdout", lang, length=_length((split.holdout_end - split.calibration_end).days, split.time_unit, lang),
+                                   predicted=report.number(row["holdout_predicted"]), actual=report.number(row["holdout_actual"]),
+                                   error=_pct(row["holdout_error"], signed=True), mae=report.number(row["mae"], 2))
+    gap = largest_gap(result)
+    if gap is not None:
+        choice += " " + report.say("clv_f_gap", lang, frequency=gap[0], predicted=report.number(gap[1], 2),
+                                   actual=report.number(gap[2], 2))
+    findings.append(choice)
+    top_label = _pct(s.churn_top_value_share)
+    if len(result.churn):
+        revenue = float(result.churn["revenue"].sum())
+        findings.append(report.say("clv_f_risk", lang, n=report.number(len(result.churn)), top=top_label,
+                                   threshold=_pct(s.churn_p_alive_below), revenue=report.money(revenue, currency),
+                                   share=_pct(revenue / max(float(scored["revenue"].sum()), 1e-9))))
+    else:
+        findings.append(report.say("clv_f_risk_none", lang, top=top_label, threshold=_pct(s.churn_p_alive_below)))
+    return report.StageSummary(cards, findings[:5])
+
+
+def largest_gap(result: ClvResult, minimum: float = 0.1) -> tuple[str, float, float] | None:
+    """(calibration-frequency group, predicted, actual mean holdout purchases) where the chosen model
+    misses most, when it misses by at least `minimum` purchases per customer."""
+    column = f"predicted_{result.selected}"
+    table = result.conditional
+    if table.empty or column not in table:
+        return None
+    miss = (table[column] - table["actual"]).abs()
+    row = table.loc[miss.idxmax()]
+    return (str(row["frequency"]), float(row[column]), float(row["actual"])) if miss.max() >= minimum else None
+
+
+def heading(key: str, lang: str, level: int = 2, **fields: object):
+    """A section heading in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    return HTML(f"<h{level}>{html.escape(report.say(key, lang, **fields))}</h{level}>")
+
+
+def note(key: str, lang: str, **fields: object):
+    """A short paragraph in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    return HTML(f"<p>{html.escape(report.say(key, lang, **fields))}</p>")
+
+
+def split_note(result: ClvResult, lang: str):
+    """One sentence on the periods: calibration, holdout (or why there is none), analysis date."""
+    split = result.split
+    if split.has_holdout:
+        return note("clv_n_split", lang, first=split.first_purchase, calibration_end=split.calibration_end,
+                    holdout_start=split.calibration_end + dt.timedelta(days=1), holdout_end=split.holdout_end,
+                    length=_length((split.holdout_end - split.calibration_end).days, split.time_unit, lang), as_of=split.analysis_date)
+    return note(f"clv_n_no_holdout_{split.origin}", lang, first=split.first_purchase, as_of=split.analysis_date,
+                weeks=result.settings.holdout_weeks)
+
+
+def convergence_note(result: ClvResult, lang: str):
+    """A highlighted box listing every fit that did not converge, with the optimiser's reason (or nothing)."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    problems = result.problems()
+    if not problems:
+        return None
+    items = "".join(f"<li><strong>{html.escape(label)}</strong>: {html.escape(message)}</li>" for label, message in problems)
+    return HTML(f'<div class="crm-findings"><strong>{html.escape(report.t("clv_h_unconverged", lang))}</strong>'
+                f"<ul>{items}</ul><p>{html.escape(report.t('clv_n_unconverged', lang))}</p></div>")
+
+
+def _rename(frame: pd.DataFrame, lang: str, columns: dict[str, str]) -> pd.DataFrame:
+    from crmbook import report
+
+    return frame[list(columns)].rename(columns={c: report.t(k, lang) for c, k in columns.items()})
+
+
+def comparison_table(result: ClvResult, lang: str) -> pd.DataFrame:
+    """The model comparison for the report: fit and holdout accuracy, the chosen model marked."""
+    from crmbook import report
+
+    table = result.comparison.copy()
+    yes, no = report.t("clv_yes", lang), report.t("clv_no", lang)
+    for column in ("converged", "selected"):
+        table[column] = table[column].map({True: yes, False: no})
+    for column, decimals in (("log_likelihood", 1), ("aic", 1), ("bic", 1), ("holdout_actual", 0), ("holdout_predicted", 0),
+                             ("mae", 3), ("rmse", 3), ("correlation", 3)):
+        table[column] = table[column].map(lambda v, d=decimals: "" if pd.isna(v) else f"{v:,.{d}f}")
+    table["holdout_error"] = table["holdout_error"].map(lambda v: "" if pd.isna(v) else _pct(v, signed=True))
+    columns = {"model": "clv_col_model", "converged": "clv_col_converged", "log_likelihood": "clv_col_ll",
+               "aic": "clv_col_aic", "bic": "clv_col_bic"}
+    if result.split.has_holdout:
+        columns |= {"holdout_actual": "clv_col_holdout_actual", "holdout_predicted": "clv_col_holdout_predicted",
+                    "holdout_error": "clv_col_holdout_error", "mae": "clv_col_mae", "rmse": "clv_col_rmse",
+                    "correlation": "clv_col_corr"}
+    return _rename(table, lang, columns | {"selected": "clv_col_selected"})
+
+
+def params_display(result: ClvResult, lang: str) -> pd.DataFrame:
+    table = params_table(result)
+    table["estimate"] = table["estimate"].map(lambda v: f"{v:.4g}")
+    table["std_err"] = table["std_err"].map(lambda v: "" if pd.isna(v) else f"{v:.3g}")
+    return _rename(table, lang, {"model": "clv_col_model", "param": "clv_col_param", "estimate": "clv_col_estimate",
+                                 "std_err": "clv_col_std_err"})
+
+
+def churn_display(result: ClvResult, lang: str, rows: int = 15) -> pd.DataFrame:
+    """The first `rows` customers of the churn-risk list: ids and numbers only, never personal data."""
+    table = result.churn.head(rows).copy()
+    table["revenue"] = table["revenue"].map(lambda v: f"{v:,.0f}")
+    table["clv"] = table["clv"].map(lambda v: f"{v:,.0f}")
+    table["p_alive"] = table["p_alive"].map(lambda v: f"{v:.0%}")
+    return _rename(table, lang, {"customer_id": "clv_col_customer", "revenue": "clv_col_revenue", "orders": "clv_col_orders",
+                                 "recency_days": "clv_col_recency_days", "p_alive": "clv_col_p_alive", "clv": "clv_col_clv"})
+
+
+def _segment_label(name: str, lang: str) -> str:
+    """A named RFM segment in the report language (03's words, when that module provides them)."""
+    try:
+        from crmbook import segmentation
+
+        return segmentation.segment_label(name, lang)
+    except (ImportError, AttributeError):
+        return name
+
+
+def group_display(frame: pd.DataFrame, lang: str, segments: bool = False) -> pd.DataFrame:
+    table = frame.copy()
+    if segments:
+        table["group"] = table["group"].map(lambda g: _segment_label(g, lang))
+    for column in ("clv_total", "clv_mean"):
+        table[column] = table[column].map(lambda v: f"{v:,.0f}")
+    for column in ("clv_share", "p_alive_mean"):
+        table[column] = table[column].map(lambda v: f"{v:.0%}")
+    return _rename(table, lang, {"group": "clv_col_group", "customers": "clv_col_customers", "clv_total": "clv_col_clv_total",
+                                 "clv_share": "clv_col_clv_share", "clv_mean": "clv_col_clv_mean", "p_alive_mean": "clv_col_p_alive_mean"})
+
+
+def _series(result: ClvResult, columns) -> dict[str, str]:
+    """Column stem -> legend label of the fitted models (the chosen one marked with *)."""
+    return {f"predicted_{k}": MODEL_LABELS[k] + (" *" if k == result.selected else "") for k in result.fits
+            if f"predicted_{k}" in columns}
+
+
+def chart_tracking(result: ClvResult, lang: str, cumulative: bool = True):
+    from crmbook import report
+    from crmbook.plots import clv as charts
+
+    split = result.split
+    end_week = (split.calibration_end - split.first_purchase).days / 7 + 1 if split.has_holdout else None
+    frame = result.tracking if cumulative else result.tracking[result.tracking["days"] == 7]  # a partial last week would dip
+    return charts.tracking(frame, _series(result, result.tracking.columns), report.t("clv_actual", lang),
+                           report.t("clv_t_tracking_cum" if cumulative else "clv_t_tracking_week", lang),
+                           report.say("clv_x_week", lang, start=split.first_purchase),
+                           report.t("clv_y_tracking_cum" if cumulative else "clv_y_tracking_week", lang),
+                           cumulative, end_week, report.t("clv_calibration_end", lang))
+
+
+def chart_conditional(result: ClvResult, lang: str):
+    from crmbook import report
+    from crmbook.plots import clv as charts
+
+    return charts.conditional(result.conditional, _series(result, result.conditional.columns), report.t("clv_actual", lang),
+                              report.t("clv_t_conditional", lang), report.t("clv_x_conditional", lang),
+                              report.t("clv_y_conditional", lang))
+
+
+def chart_deciles(result: ClvResult, lang: str):
+    from crmbook import report
+    from crmbook.plots import clv as charts
+
+    return charts.deciles(result.deciles, report.t("clv_t_deciles", lang), report.t("clv_x_deciles", lang),
+                          report.t("clv_y_deciles", lang), report.t("clv_cumulative_share", lang))
+
+
+def chart_p_alive(result: ClvResult, lang: str):
+    from crmbook import report
+    from crmbook.plots import clv as charts
+
+    unit = report.t(f"clv_unit_{result.split.time_unit}", lang)
+    return charts.p_alive_heatmap(result.p_alive, report.t("clv_t_alive", lang), report.say("clv_x_alive", lang, unit=unit),
+                                  report.t("clv_y_alive", lang), report.t("clv_col_p_alive", lang))
+
+
+def chart_groups(result: ClvResult, lang: str, which: str):
+    """CLV by RFM segment ("segment") or acquisition channel ("channel")."""
+    from crmbook import report
+    from crmbook.plots import clv as charts
+
+    frame = result.by_segment if which == "segment" else result.by_channel
+    if which == "segment":
+        frame = frame.assign(group=frame["group"].map(lambda g: _segment_label(g, lang)))
+    return charts.group_value(frame, report.t(f"clv_t_{which}", lang), report.say("clv_x_group", lang, currency=result.currency),
+                              report.t("clv_of_clv", lang), report.t("clv_of_customers", lang))
+
+
+def caption(key: str, lang: str, **fields: object):
+    """A caption in the report language (crmbook.report.caption)."""
+    from crmbook import report
+
+    return report.caption(report.say(key, lang, **fields))
+
+
+def alive_caption(result: ClvResult, lang: str):
+    split = result.split
+    age = float(result.p_alive.columns.max()) * DAYS_PER_UNIT[split.time_unit]
+    return caption("clv_cap_alive", lang, age=_length(age, split.time_unit, lang))
+
+
+def churn_caption(result: ClvResult, lang: str, rows: int = 15):
+    """The caption under the churn-risk table, or a note that there is nobody on the list."""
+    s = result.settings
+    if not len(result.churn):
+        return note("clv_f_risk_none", lang, top=_pct(s.churn_top_value_share), threshold=_pct(s.churn_p_alive_below))
+    return caption("clv_cap_risk", lang, shown=min(rows, len(result.churn)), n=len(result.churn),
+                   top=_pct(s.churn_top_value_share), threshold=_pct(s.churn_p_alive_below))
+
+
+def method_notes(result: ClvResult, cfg):
+    """Models, references, units, validation, discounting and caveats, as a list in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    lang, s, split = cfg.report.language, result.settings, result.split
+    unit = report.t(f"clv_unit_{split.time_unit}", lang)
+    buyers = repeat_buyers(result.data.current)
+    corr = buyers["frequency"].corr(buyers["monetary"]) if len(buyers) > 2 else float("nan")
+    items = [report.say("clv_m_data", lang, unit=unit, currency=result.currency),
+             report.say("clv_m_models", lang, corr="–" if pd.isna(corr) else f"{corr:.2f}")]
+    if s.penalizer > 0:
+        items.append(report.say("clv_m_penalty", lang, penalizer=f"{s.penalizer:g}"))
+    if split.has_holdout:
+        items.append(report.say("clv_m_validation", lang, calibration_end=split.calibration_end, holdout_end=split.holdout_end))
+    items.append(report.t("clv_m_rule", lang))
+    if result.refitted or result.spend_refitted:
+        items.append(report.say("clv_m_refit", lang, as_of=split.analysis_date))
+    if result.refit_failures:
+        items.append(report.t("clv_m_refit_failed", lang))
+    if result.scored.attrs.get("spend_source") == "observed":
+        items.append(report.t("clv_m_spend_observed", lang))
+    items += [report.say("clv_m_clv", lang, horizon=_years(s.horizon_years, lang), rate=_pct(s.discount_rate),
+                         discounting=report.t(f"clv_m_{s.discounting}", lang)),
+              report.t("clv_m_alive", lang), report.t("clv_m_tracking", lang), report.t("clv_m_unconverged", lang),
+              report.say("clv_m_churn", lang, top=_pct(s.churn_top_value_share), threshold=_pct(s.churn_p_alive_below))]
+    body = "".join(f"<li>{html.escape(item)}</li>" for item in items)
+    return HTML(f"<ul>{body}</ul>")

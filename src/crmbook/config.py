@@ -98,6 +98,9 @@ class CleaningSection(Section):
     refund_statuses: list[str] = Field(default_factory=lambda: ["refund", "refunded", "return", "returned"])
     cancel_statuses: list[str] = Field(default_factory=lambda: ["cancelled", "canceled", "void", "voided"])
     future_cutoff: dt.date | None = Field(None, description="rows dated after this are future-dated; default: run.analysis_date, else today")
+    free_orders: Literal["quarantine", "keep"] = Field(
+        "quarantine", description="orders worth zero with no refund or cancellation: quarantined as not a purchase, "
+                                  "or kept as a purchase occasion (CDNOW's free CDs; Fader-Hardie summaries count them)")
 
 
 class SegmentationSection(Section):
@@ -207,7 +210,46 @@ class SegmentationSection(Section):
 
 
 class ClvSection(Section):
-    """04 customer-lifetime-value settings."""
+    """04 customer-lifetime-value settings (see crmbook.clv). Every key has a default: `clv: {}` works.
+
+    The purchase models are fitted on the calibration period (purchases up to and including
+    calibration_end) and judged on the holdout (calibration_end, holdout_end]. Without dates, the
+    last `holdout_weeks` weeks of the data (to the last day with purchases, at most the analysis
+    date) are the holdout when the data span at least three times that (so the calibration period
+    is at least twice the holdout); otherwise the whole history is the calibration period and
+    models are compared by BIC. Customers are scored on their whole history to the analysis date."""
+
+    time_unit: Literal["days", "weeks"] = Field("weeks", description="unit of recency, T and the rate parameters (alpha, beta)")
+    calibration_end: dt.date | None = Field(None, description="last day of the calibration period; default: holdout_end - holdout_weeks")
+    holdout_end: dt.date | None = Field(None, description="last day of the holdout period; default: the last day with purchases")
+    holdout_weeks: int = Field(26, ge=0, description="default holdout length when calibration_end is not given (0: no holdout)")
+    horizon_years: float = Field(1.0, gt=0, le=10, description="CLV and expected purchases over this many years after the analysis date")
+    discount_rate: float = Field(0.10, ge=0, lt=1, description="annual discount rate (0.10 = 10% a year)")
+    discounting: Literal["discrete", "continuous"] = Field(
+        "discrete", description="discrete: each month's purchases discounted at the month's end; continuous: exp(-ln(1 + rate) t)")
+    models: list[Literal["bgnbd", "pareto", "mbgnbd"]] = Field(
+        default_factory=lambda: ["bgnbd", "pareto", "mbgnbd"], min_length=1, description="purchase models fitted and compared")
+    model: Literal["auto", "bgnbd", "pareto", "mbgnbd"] = Field(
+        "auto", description="model used for CLV; auto: the converged fit with the lowest holdout MAE per customer (no holdout: lowest BIC)")
+    refit: bool = Field(True, description="after the holdout check, refit the chosen model and Gamma-Gamma on the whole history")
+    penalizer: float = Field(0.0, ge=0, description="L2 penalty (lifetimes' penalizer_coef convention); 0 reproduces published fits")
+    churn_p_alive_below: float = Field(0.5, gt=0, lt=1, description="churn risk: P(alive) below this ...")
+    churn_top_value_share: float = Field(0.2, gt=0, le=1, description="... among the top share of customers by net revenue to date")
+
+    @field_validator("holdout_end")
+    @classmethod
+    def _after_calibration(cls, value, info):
+        start = info.data.get("calibration_end")
+        if value is not None and start is not None and value <= start:
+            raise ValueError(f"holdout_end must be after calibration_end ({start})")
+        return value
+
+    @field_validator("model")
+    @classmethod
+    def _fitted(cls, value, info):
+        if value != "auto" and value not in info.data.get("models", [value]):
+            raise ValueError(f"model {value!r} is not in clv.models")
+        return value
 
 
 class AttributionSection(Section):
@@ -303,8 +345,12 @@ class Config(Section):
 
     def missing_sources(self) -> list[tuple[str, Path]]:
         """(table, path) of every source file that does not exist (checked without reading anything)."""
-        return [(table, self.resolve(src.path)) for table, sources in self.data.sources.items()
-                for src in sources if not self.resolve(src.path).is_file()]
+        missing = [(table, self.resolve(src.path)) for table, sources in self.data.sources.items()
+                   for src in sources if not self.resolve(src.path).is_file()]
+        paths = self.attribution.paths_file
+        if paths is not None and not self.resolve(paths).is_file():
+            missing.append(("attribution.paths_file", self.resolve(paths)))
+        return missing
 
     def public_dict(self) -> dict[str, Any]:
         """The resolved params as plain data, for the manifest (secrets are never in params)."""

@@ -85,6 +85,16 @@ def test_refunds_are_netted_into_their_orders_and_cancelled_orders_removed():
     assert final.kept["order_id"].tolist() == ["1"] and final.removed["order_id"].tolist() == ["2"]
 
 
+def test_free_orders_are_quarantined_unless_kept_but_cancelled_ones_always_go():
+    frame = _orders([["1", "a", "", "0", "x", "completed"], ["2", "b", "", "50", "x", "completed"],
+                     ["2", "b", "", "-50", "x", "cancelled"]]).assign(amount=[0.0, 50.0, -50.0])
+    config = CFG.model_copy(update={"cleaning": CleaningSection(free_orders="keep")})
+    clean, quarantine, _ = cleaning.clean_table("transactions", frame.assign(order_ts="2024-01-01"), config)
+    assert clean["order_id"].tolist() == ["1"] and sorted(quarantine["order_id"]) == ["2", "2"]
+    clean, quarantine, _ = cleaning.clean_table("transactions", frame.assign(order_ts="2024-01-01"), CFG)
+    assert clean.empty and sorted(quarantine["order_id"]) == ["1", "2", "2"]
+
+
 def test_ledger_chains_and_accounts_for_every_row():
     frame = _orders([["1", "a", "2024-01-01 10:00:00", "10", " x", "completed"], ["1", "a", "2024-01-01 10:00:00", "10", " x", "completed"],
                      ["2", "", "2024-01-02 10:00:00", "10", "x", "completed"], ["3", "b", "nope", "10", "X", "completed"],
