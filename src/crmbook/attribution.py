@@ -28,7 +28,14 @@ total conversions of the input.
 
 Models: heuristics (first / last / last non-direct / linear / time decay / position based),
 Markov removal effect of order 1..3 (exact), Shapley (exact up to 15 channels), a logistic
-"data-driven" model, bootstrap intervals for any model, and ``misallocation`` for simulations.
+model (coefficient split), the data-driven model (Shapley values of the fitted logistic
+conversion probability, :func:`logistic_shapley_attribution`), bootstrap intervals for any
+model, and ``misallocation`` for simulations.
+
+The 05 stage (end of the module): journeys from a touch log and the clean orders on DuckDB
+(:func:`journey_paths`, with the lookback window read from the data by :func:`choose_lookback`),
+the model line-up with intervals (:func:`attribute`), the check against a known truth, channel
+economics, and the report's helpers; :func:`evaluate` runs it all.
 W-shaped attribution is not provided: it needs the index of the lead-creating touch, which the
 path-only representation does not carry.
 """
@@ -38,6 +45,7 @@ import math
 from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -54,6 +62,7 @@ __all__ = [
     "last_touch",
     "linear",
     "logistic_attribution",
+    "logistic_shapley_attribution",
     "markov_attribution",
     "markov_removal_effects",
     "misallocation",
@@ -381,6 +390,20 @@ def _encode(paths: pd.DataFrame) -> _Encoded:
     return _Encoded(channels, codes, path_id, pos, length, start, conv, nulls, value)
 
 
+def _distinct_pairs(enc: _Encoded) -> tuple[np.ndarray, np.ndarray]:
+    """(path, channel) code pairs of the distinct channels of every path, sorted by path then
+    channel. A presence matrix when it is small (``np.unique`` hashes, which is far slower)."""
+    n_paths, n = len(enc.length), enc.n_channels
+    if n_paths * n <= 50_000_000:
+        present = np.zeros((n_paths, n), dtype=bool)
+        present[enc.path_id, enc.codes] = True
+        pid, ch = np.nonzero(present)
+        return pid.astype(np.int64), ch.astype(np.int64)
+    pair = np.sort(enc.path_id * n + enc.codes)
+    pair = pair[np.concatenate(([True], pair[1:] != pair[:-1]))]
+    return pair // n, pair % n
+
+
 def _frame(model: str, enc: _Encoded, conv: np.ndarray, value: np.ndarray,
            **extra: np.ndarray) -> pd.DataFrame:
     out = pd.DataFrame({"model": model, "channel": enc.channels, "conversions": conv,
@@ -521,7 +544,7 @@ def _build_chain(enc: _Encoded, order: int) -> _Chain:
         prev = np.zeros_like(key)
         prev[j:] = enc.codes[:-j] + 1
         key = key + np.where(enc.pos >= j, prev, 0) * base ** j
-    ukeys, state = np.unique(key, return_inverse=True)
+    state, ukeys = pd.factorize(key, sort=True)
     n_states = len(ukeys)
     digits = np.stack([(ukeys // base ** j) % base for j in range(order)], axis=1)  # latest first
     contains = np.zeros((n_states, enc.n_channels), dtype=bool)
@@ -728,7 +751,10 @@ def shapley_attribution(paths: pd.DataFrame, *, max_exact: int = MAX_EXACT_SHAPL
     Shapley"); beyond ``max_exact`` channels that exact closed form is used instead of a Monte
     Carlo estimate.
     """
-    enc = _encode(paths)
+    return _shapley_enc(_encode(paths), max_exact)
+
+
+def _shapley_enc(enc: _Encoded, max_exact: int = MAX_EXACT_SHAPLEY) -> pd.DataFrame:
     n = enc.n_channels
     if n <= max_exact:
         bits = np.left_shift(np.int64(1), enc.codes)
@@ -745,8 +771,7 @@ def shapley_attribution(paths: pd.DataFrame, *, max_exact: int = MAX_EXACT_SHAPL
 
 
 def _equal_split_distinct(enc: _Encoded) -> tuple[np.ndarray, np.ndarray]:
-    pair = np.unique(enc.path_id * enc.n_channels + enc.codes)
-    pid, ch = pair // enc.n_channels, pair % enc.n_channels
+    pid, ch = _distinct_pairs(enc)
     k = np.bincount(pid, minlength=len(enc.length))
     w = 1.0 / k[pid]
     return (np.bincount(ch, weights=w * enc.conv[pid], minlength=enc.n_channels),
@@ -759,9 +784,10 @@ def _equal_split_distinct(enc: _Encoded) -> tuple[np.ndarray, np.ndarray]:
 def logistic_attribution(paths: pd.DataFrame, *, C: float = 1.0, max_iter: int = 1000) -> pd.DataFrame:
     """Logistic-regression ("data-driven") attribution on channel presence.
 
-    Fit P(convert | channels present) = sigmoid(b0 + sum_c beta_c x_c) with scikit-learn
-    (L2, inverse strength ``C``), one row per path and outcome weighted by its conversions /
-    nulls, so the fit equals the per-journey fit. A converting journey's credit is split among
+    Fit P(convert | channels present) = sigmoid(b0 + sum_c beta_c x_c) with an L2 penalty of
+    inverse strength ``C`` (scikit-learn's ``LogisticRegression`` objective, solved exactly by
+    Newton's method in :func:`_logit_newton`), journeys weighted by their counts, so the fit
+    equals the per-journey fit. A converting journey's credit is split among
     its present channels in proportion to max(beta_c, 0): each channel's share of the journey's
     incremental log-odds over the no-channel baseline. Chosen over counterfactual removal
     because log-odds are additive in the model, so the split is exact and needs no
@@ -771,24 +797,75 @@ def logistic_attribution(paths: pd.DataFrame, *, C: float = 1.0, max_iter: int =
     and credit is split equally over each journey's distinct channels. Adds column
     ``coefficient``.
     """
-    from sklearn.linear_model import LogisticRegression
+    return _logistic_enc(_encode(paths), C, max_iter)
 
-    enc = _encode(paths)
+
+def _logit_newton(x: np.ndarray, y: np.ndarray, w: np.ndarray, C: float, max_iter: int) -> tuple[np.ndarray, float]:
+    """L2-penalised weighted logistic regression by Newton's method with step halving.
+
+    Minimises 0.5 * ||beta||^2 + C * sum_i w_i * logloss_i (intercept not penalised): the
+    objective of scikit-learn's ``LogisticRegression(C=C)``, solved to machine precision. ``x``
+    is dense (rows x features) and small (one row per channel set and outcome)."""
+    n, k = x.shape
+    xt = np.column_stack([np.ones(n), x])
+    pen = np.ones(k + 1)
+    pen[0] = 0.0
+
+    def objective(theta: np.ndarray) -> float:
+        z = xt @ theta
+        return float(0.5 * (pen * theta * theta).sum() + C * (w * (np.logaddexp(0.0, z) - y * z)).sum())
+
+    theta = np.zeros(k + 1)
+    current = objective(theta)
+    for _ in range(max_iter):
+        mu = 1.0 / (1.0 + np.exp(-(xt @ theta)))
+        grad = xt.T @ (C * w * (mu - y)) + pen * theta
+        hess = (xt * (C * w * mu * (1.0 - mu))[:, None]).T @ xt + np.diag(pen)
+        try:
+            step = np.linalg.solve(hess, grad)
+        except np.linalg.LinAlgError:
+            step = np.linalg.lstsq(hess, grad, rcond=None)[0]
+        t = 1.0
+        while t > 1e-10:
+            candidate = theta - t * step
+            value = objective(candidate)
+            if value <= current:
+                break
+            t /= 2
+        else:
+            break
+        theta, previous, current = candidate, current, value
+        if np.max(np.abs(t * step)) < 1e-10 or previous - current <= 1e-14 * max(1.0, abs(current)):
+            break
+    return theta[1:], float(theta[0])
+
+
+def _fit_presence_logit(enc: _Encoded, C: float, max_iter: int) -> tuple[np.ndarray, float, bool]:
+    """(beta, intercept, fitted): the logistic fit of conversion on channel presence, with
+    journeys weighted by their counts (:func:`_logit_newton`, scikit-learn's objective).
+    Journeys with the same channel set share one row per outcome: the weighted likelihood is the
+    same as the per-journey one, and far smaller. Without null journeys nothing can be
+    contrasted: beta = 1, intercept 0, fitted False."""
+    set_of_path, members = _channel_sets(enc)
+    n_sets = len(members)
+    conv = np.bincount(set_of_path, weights=enc.conv, minlength=n_sets)
+    nulls = np.bincount(set_of_path, weights=enc.nulls, minlength=n_sets)
+    if not (conv > 0).any() or not (nulls > 0).any():  # presence cannot be contrasted
+        return np.ones(enc.n_channels), 0.0, False
+    x = np.zeros((n_sets, enc.n_channels))
+    x[np.repeat(np.arange(n_sets), [len(m) for m in members]), np.concatenate(members)] = 1.0
+    y = np.concatenate([np.ones(n_sets), np.zeros(n_sets)])
+    sw = np.concatenate([conv, nulls])
+    keep = np.flatnonzero(sw > 0)
+    beta, b0 = _logit_newton(np.vstack([x, x])[keep], y[keep], sw[keep], C, max_iter)
+    return beta, b0, True
+
+
+def _logistic_enc(enc: _Encoded, C: float = 1.0, max_iter: int = 1000,
+                  fit: tuple[np.ndarray, float, bool] | None = None) -> pd.DataFrame:
     n_paths = len(enc.length)
-    pair = np.unique(enc.path_id * enc.n_channels + enc.codes)
-    pid, ch = pair // enc.n_channels, pair % enc.n_channels
-    x = sp.csr_matrix((np.ones(len(pid)), (pid, ch)), shape=(n_paths, enc.n_channels))
-    y = np.concatenate([np.ones(n_paths), np.zeros(n_paths)])
-    sw = np.concatenate([enc.conv, enc.nulls])
-    rows = np.flatnonzero(sw > 0)
-    x2 = sp.vstack([x, x]).tocsr()[rows]
-    y2, sw2 = y[rows], sw[rows]
-    if len(np.unique(y2)) < 2:  # no null journeys: presence cannot be contrasted
-        beta = np.ones(enc.n_channels)
-    else:
-        model = LogisticRegression(C=C, max_iter=max_iter)
-        model.fit(x2, y2, sample_weight=sw2)
-        beta = model.coef_[0].copy()
+    beta, _, _ = fit if fit is not None else _fit_presence_logit(enc, C, max_iter)
+    pid, ch = _distinct_pairs(enc)
     pos_beta = np.maximum(beta, 0.0)[ch]
     tot = np.bincount(pid, weights=pos_beta, minlength=n_paths)
     k = np.bincount(pid, minlength=n_paths)
@@ -798,9 +875,163 @@ def logistic_attribution(paths: pd.DataFrame, *, C: float = 1.0, max_iter: int =
     return _frame("logistic", enc, conv, value, coefficient=beta)
 
 
+def _channel_sets(enc: _Encoded) -> tuple[np.ndarray, list[np.ndarray]]:
+    """(set_of_path, members): the distinct channel set of every path as an index into
+    ``members`` (sorted channel codes of each distinct set)."""
+    pid, ch = _distinct_pairs(enc)
+    n_paths = len(enc.length)
+    if enc.n_channels <= 62:
+        masks = np.zeros(n_paths, dtype=np.int64)
+        np.bitwise_or.at(masks, pid, np.left_shift(np.int64(1), ch))
+        set_of_path, keys = pd.factorize(masks, sort=True)
+        members = [np.flatnonzero((int(k) >> np.arange(enc.n_channels)) & 1) for k in keys]
+        return set_of_path, members
+    bounds = np.concatenate(([0], np.cumsum(np.bincount(pid, minlength=n_paths))))
+    keys_b = [ch[a:b].astype(np.int32).tobytes() for a, b in zip(bounds[:-1], bounds[1:])]
+    set_of_path, uniq = pd.factorize(pd.Series(keys_b, dtype=object), sort=True)
+    return set_of_path, [np.frombuffer(k, dtype=np.int32).astype(np.int64) for k in uniq]
+
+
+def _shapley_rows(v: np.ndarray, k: int) -> np.ndarray:
+    """Exact Shapley values for many games at once: ``v`` is (games, 2**k) worths over the
+    subsets of k players (bit i = player i); returns (games, k)."""
+    masks = np.arange(1 << k)
+    size = _popcount(masks)
+    fact = [math.factorial(j) for j in range(k + 1)]
+    weight = np.array([fact[s] * fact[k - s - 1] / fact[k] if s < k else 0.0 for s in range(k + 1)])
+    phi = np.empty((v.shape[0], k))
+    for i in range(k):
+        without = masks[(masks >> i) & 1 == 0]
+        phi[:, i] = (v[:, without | (1 << i)] - v[:, without]) @ weight[size[without]]
+    return phi
+
+
+def logistic_shapley_attribution(paths: pd.DataFrame, *, C: float = 1.0, max_iter: int = 1000,
+                                 max_exact: int = 12, n_permutations: int = 500,
+                                 seed: int = 0) -> pd.DataFrame:
+    """Data-driven attribution: Shapley values of a fitted conversion-probability model.
+
+    The counterfactual approach of Dalessandro et al. (2012, "Causally motivated attribution for
+    online advertising", ADKDD) and of Google's data-driven attribution: (1) fit
+    P(convert | channels present) = sigmoid(b0 + sum_c beta_c x_c) on converting *and*
+    non-converting journeys (as :func:`logistic_attribution`; a negative coefficient is set to 0:
+    a channel is not credited for lowering the chance to convert); (2) for every converting
+    journey with distinct channel set S, the lift its channels bring is
+    v(T) = P(convert | T) - P(convert | no channel) for the subsets T of S, and each channel's
+    credit is its exact Shapley value in that game (sums to v(S)); (3) channel conversions =
+    total conversions x sum of its Shapley values over the converting journeys / sum of v(S):
+    every channel's share of the conversion lift the channels produced, scaled to the observed
+    conversions (value: the same with each journey weighted by its conversion value).
+
+    Unlike the coefficient split of :func:`logistic_attribution`, the credit depends on the
+    lift in probability, so a channel that appears in many converting journeys but barely
+    changes the chance to convert gets little, and journeys that would mostly have converted
+    anyway count little. Exact Shapley values for sets of up to ``max_exact`` channels, a seeded
+    Monte Carlo estimate over ``n_permutations`` orderings beyond. Without null journeys, or when
+    no coefficient is positive, nothing can be contrasted: credit is split equally over each
+    converting journey's distinct channels. Adds columns ``coefficient`` and ``lift`` (the
+    channel's share of the lift before scaling: sum of Shapley values / number of journeys).
+    """
+    return _logistic_shapley_enc(_encode(paths), C, max_iter, max_exact, n_permutations, seed)
+
+
+def _logistic_shapley_enc(enc: _Encoded, C: float = 1.0, max_iter: int = 1000, max_exact: int = 12,
+                          n_permutations: int = 500, seed: int = 0,
+                          fit: tuple[np.ndarray, float, bool] | None = None) -> pd.DataFrame:
+    """As :func:`logistic_shapley_attribution`; ``fit`` = (beta, intercept, fitted) reuses a fit
+    (e.g. the one on all journeys, to credit a subset of them such as first purchases). Channels
+    of ``enc`` must then be in the same order as those of the fit."""
+    beta, b0, fitted = fit if fit is not None else _fit_presence_logit(enc, C, max_iter)
+    pos = np.maximum(beta, 0.0)
+    if not fitted or not (pos > 0).any():
+        conv, value = _equal_split_distinct(enc)
+        return _frame("logistic_shapley", enc, conv, value, coefficient=beta,
+                      lift=np.full(enc.n_channels, np.nan))
+    set_of_path, members = _channel_sets(enc)
+    n_sets = len(members)
+    set_conv = np.bincount(set_of_path, weights=enc.conv, minlength=n_sets)
+    set_value = np.bincount(set_of_path, weights=enc.value, minlength=n_sets)
+    p0 = 1.0 / (1.0 + math.exp(-b0))
+    phi_conv = np.zeros(enc.n_channels)
+    phi_value = np.zeros(enc.n_channels)
+    lift_conv = lift_value = 0.0
+    sizes = np.array([len(m) for m in members])
+    rng = np.random.default_rng(seed)
+    for k in np.unique(sizes):
+        idx = np.flatnonzero((sizes == k) & (set_conv > 0))
+        if len(idx) == 0:
+            continue
+        players = np.stack([members[i] for i in idx])            # (sets, k)
+        b = pos[players]                                          # (sets, k)
+        if k <= max_exact:
+            sub = ((np.arange(1 << k)[:, None] >> np.arange(k)) & 1).astype(float)   # (2**k, k)
+            v = 1.0 / (1.0 + np.exp(-(b0 + b @ sub.T))) - p0    # (sets, 2**k)
+            phi = _shapley_rows(v, k)
+            total = v[:, -1]
+        else:  # Monte Carlo over orderings (same orderings for every set of this size)
+            phi = np.zeros((len(idx), k))
+            for _ in range(n_permutations):
+                order = rng.permutation(k)
+                z = b0 + np.cumsum(b[:, order], axis=1)
+                p = 1.0 / (1.0 + np.exp(-z))
+                phi[:, order] += np.diff(np.concatenate([np.full((len(idx), 1), p0), p], axis=1), axis=1)
+            phi /= n_permutations
+            total = 1.0 / (1.0 + np.exp(-(b0 + b.sum(axis=1)))) - p0
+        np.add.at(phi_conv, players.ravel(), (phi * set_conv[idx, None]).ravel())
+        np.add.at(phi_value, players.ravel(), (phi * set_value[idx, None]).ravel())
+        lift_conv += float(total @ set_conv[idx])
+        lift_value += float(total @ set_value[idx])
+    conv = enc.total_conversions * phi_conv / lift_conv if lift_conv > 0 else phi_conv
+    value = enc.total_value * phi_value / lift_value if lift_value > 0 else np.zeros_like(phi_value)
+    return _frame("logistic_shapley", enc, conv, value, coefficient=beta,
+                  lift=phi_conv / enc.total_conversions)
+
+
 # --------------------------------------------------------------------------------------------
 # Bootstrap and misallocation
 # --------------------------------------------------------------------------------------------
+def _bootstrap_draws(conv: np.ndarray, nulls: np.ndarray, value: np.ndarray, n_boot: int, seed: int,
+                     n_out: int, replicate: Callable[[np.ndarray, np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+                     ) -> tuple[np.ndarray, int]:
+    """The replicates of :func:`bootstrap_shares`: (n_boot x n_out shares, replicates skipped).
+    ``replicate(keep, conversions, nulls, value)`` gets the paths with at least one resampled
+    journey and their resampled counts (value scaled with the conversions)."""
+    per_conv = np.divide(value, conv, out=np.zeros_like(value), where=conv > 0)
+    counts = np.concatenate([conv, nulls])
+    n_total = int(round(counts.sum()))
+    prob = counts / counts.sum()
+    rng = np.random.default_rng(seed)
+    shares = np.full((n_boot, n_out), np.nan)
+    failed = 0
+    m = len(conv)
+    for b in range(n_boot):
+        draw = rng.multinomial(n_total, prob).astype(float)
+        c_b, n_b = draw[:m], draw[m:]
+        if c_b.sum() == 0:
+            failed += 1
+            continue
+        keep = (c_b + n_b) > 0
+        shares[b] = replicate(keep, c_b[keep], n_b[keep], (per_conv * c_b)[keep])
+    return shares, failed
+
+
+def _subset(enc: _Encoded, keep: np.ndarray, conv: np.ndarray, nulls: np.ndarray, value: np.ndarray) -> _Encoded:
+    """The encoding of the paths ``keep`` (bool per path) with new counts, without re-reading the
+    path tuples; channels that no kept path contains are removed."""
+    idx = np.flatnonzero(keep)
+    length = enc.length[idx]
+    codes = enc.codes[_key_ranges(enc.start[idx], length)]
+    channels = enc.channels
+    present = np.bincount(codes, minlength=enc.n_channels) > 0
+    if not present.all():
+        codes = (np.cumsum(present) - 1)[codes]
+        channels = [c for c, p in zip(enc.channels, present) if p]
+    start = np.concatenate(([0], np.cumsum(length)[:-1]))
+    path_id = np.repeat(np.arange(len(idx)), length)
+    pos = np.arange(len(codes)) - start[path_id]
+    return _Encoded(channels, codes, path_id, pos, length, start, conv, nulls, value)
+
+
 def bootstrap_shares(paths: pd.DataFrame, model_fn: Callable[[pd.DataFrame], pd.DataFrame],
                      n_boot: int = 200, seed: int = 0, level: float = 0.90) -> pd.DataFrame:
     """Percentile bootstrap intervals for the channel shares of ``model_fn``.
@@ -823,30 +1054,17 @@ def bootstrap_shares(paths: pd.DataFrame, model_fn: Callable[[pd.DataFrame], pd.
     point = model_fn(paths).reset_index(drop=True)
     keys = ["model", "channel"] if "model" in point.columns else ["channel"]
     index = pd.MultiIndex.from_frame(point[keys]) if len(keys) > 1 else pd.Index(point["channel"])
-    conv = paths["conversions"].to_numpy(dtype=float)
-    nulls = paths["nulls"].to_numpy(dtype=float)
-    value = paths["value"].to_numpy(dtype=float)
-    per_conv = np.divide(value, conv, out=np.zeros_like(value), where=conv > 0)
-    counts = np.concatenate([conv, nulls])
-    n_total = int(round(counts.sum()))
-    prob = counts / counts.sum()
-    rng = np.random.default_rng(seed)
-    shares = np.full((n_boot, len(index)), np.nan)
-    failed = 0
-    m = len(conv)
-    for b in range(n_boot):
-        draw = rng.multinomial(n_total, prob).astype(float)
-        c_b, n_b = draw[:m], draw[m:]
-        if c_b.sum() == 0:
-            failed += 1
-            continue
-        keep = (c_b + n_b) > 0
-        rep = pd.DataFrame({"path": paths["path"].to_numpy(dtype=object)[keep],
-                            "conversions": c_b[keep], "value": (per_conv * c_b)[keep],
-                            "nulls": n_b[keep]})
+    path_obj = paths["path"].to_numpy(dtype=object)
+
+    def replicate(keep: np.ndarray, c_b: np.ndarray, n_b: np.ndarray, v_b: np.ndarray) -> np.ndarray:
+        rep = pd.DataFrame({"path": path_obj[keep], "conversions": c_b, "value": v_b, "nulls": n_b})
         res = model_fn(rep)
         s = res.set_index(keys)["share"] if len(keys) > 1 else res.set_index("channel")["share"]
-        shares[b] = s.reindex(index).fillna(0.0).to_numpy()
+        return s.reindex(index).fillna(0.0).to_numpy()
+
+    shares, failed = _bootstrap_draws(paths["conversions"].to_numpy(dtype=float),
+                                      paths["nulls"].to_numpy(dtype=float),
+                                      paths["value"].to_numpy(dtype=float), n_boot, seed, len(index), replicate)
     alpha = (1 - level) / 2
     lo, hi = np.nanquantile(shares, [alpha, 1 - alpha], axis=0)
     out = point.copy()
@@ -865,3 +1083,977 @@ def misallocation(estimated_share: pd.Series, true_share: pd.Series) -> float:
     """
     est, true = estimated_share.align(true_share, join="outer", fill_value=0.0)
     return float(0.5 * np.abs(est.to_numpy(dtype=float) - true.to_numpy(dtype=float)).sum())
+
+
+# ============================================================================================
+# Stage 05: journeys from a touch log (DuckDB), the model line-up with intervals, the check
+# against a known truth, channel economics. The notebook calls evaluate -> save -> summarise and
+# then the display helpers at the end of this module.
+# ============================================================================================
+STAGE = "05_attribution"
+US_PER_DAY = 86_400_000_000
+HEURISTICS = ("first_touch", "last_touch", "last_non_direct", "linear", "time_decay", "position_based")
+RECOMMENDED = "logistic_shapley"
+RECOMMENDED_WITHOUT_NULLS = "shapley"
+ATTRIBUTION_COLUMNS = ["model", "order", "channel", "conversions", "value", "share", "ci_low", "ci_high"]
+TRUTH_FILE = "truth.json"
+TRUTH_KEY = "channel_true_share"
+NO_CONVERSION = 2 ** 62      # conv_us of touches after a customer's last conversion (far future)
+PACK = 1024                  # touches packed as time x PACK + channel code
+MAX_SQL_CHANNELS = PACK
+KEY_BASE = 0x4E00            # channel code 0 as a path-key character
+ROWS_PER_PARTITION = 4_000_000   # touches per journey aggregation (memory stays bounded)
+AUTO_MIN_AT_RISK = 30        # conversions with that many days of history, for a day of the curve to count
+AUTO_THRESHOLD = 0.10        # the window ends where the excess touch rate falls below 10% of its peak
+AUTO_CONFIRM_DAYS = 7        # ... on that day and in the median of the week from it
+
+
+@dataclass(frozen=True)
+class Lookback:
+    """How many days before a conversion a touch still counts, and how that was decided.
+
+    ``how``: 'fixed' (params), 'auto' (from the data) or 'fallback' (auto could not tell).
+    ``curve`` (auto only): days_before, touches, at_risk, rate = touches per conversion that has
+    that many days of history before it; ``background``: the rate far from any conversion."""
+
+    days: int
+    how: str
+    curve: pd.DataFrame | None = None
+    background: float = math.nan
+
+
+@dataclass(frozen=True)
+class JourneyStats:
+    """Counts behind the paths: journeys and touches used, orders, and orders no journey reached."""
+
+    customers: int
+    touches: int
+    journeys: int
+    converting: int
+    orders: int
+
+    @property
+    def unattributed(self) -> int:
+        """Orders without any touch in their lookback window (or tied with an earlier order)."""
+        return max(self.orders - self.converting, 0)
+
+
+@dataclass
+class AttributionResult:
+    """Everything the 05 report shows and saves."""
+
+    source: str                                  # 'touchpoints' or the paths file name
+    paths: pd.DataFrame
+    channels: list
+    attribution: pd.DataFrame                    # ATTRIBUTION_COLUMNS + key (model key, e.g. markov_1)
+    recommended: str                             # model key, e.g. 'logistic_shapley'
+    recommended_reason: str                      # text key
+    transitions: pd.DataFrame
+    top_paths: pd.DataFrame
+    lookback: Lookback | None = None
+    stats: JourneyStats | None = None
+    economics: pd.DataFrame | None = None
+    reallocation: dict | None = None
+    misallocation: pd.DataFrame | None = None
+    truth: pd.Series | None = None
+    truth_file: str | None = None
+    clv_used: bool = False
+    n_boot: int = 0
+    n_failed_boot: int = 0
+    drop_channels: tuple = ()
+
+    def model(self, key: str) -> pd.DataFrame:
+        """One model's rows, indexed by channel."""
+        return self.attribution[self.attribution["key"] == key].set_index("channel")
+
+
+# --------------------------------------------------------------------------------------------
+# Journeys from the touch log, on DuckDB
+# --------------------------------------------------------------------------------------------
+def _load_touch_log(con, touchpoints: str | Path, transactions: str | Path) -> list[str]:
+    """Load the touch log and the orders into temp tables; returns the channel names, sorted.
+
+    ``crm_conv``: one conversion per customer and instant (the order with the smallest id;
+    value = its net amount, summed exactly as DECIMAL). ``crm_touch``: every touch with its
+    channel code (position in the sorted channel names) and the time of the customer's next
+    conversion at or after it (``conv_us``; NO_CONVERSION after the last one).
+    Times are microseconds since the epoch. Customers are keyed by DuckDB's 64-bit hash of the
+    id: fixed-width keys make the as-of join twice as fast as string keys; two of n customers
+    share a hash with probability about n^2 / 2^65 (3e-6 for 10 million customers). Turns
+    DuckDB's progress bar off (it would print into a log; in a kernel without ipywidgets DuckDB
+    shows none and refuses the setting)."""
+    try:
+        con.execute("SET enable_progress_bar = false")
+    except Exception:  # noqa: BLE001 - duckdb.InvalidInputException inside Jupyter
+        pass
+    channels = [row[0] for row in con.execute(
+        "SELECT DISTINCT channel FROM read_parquet(?) WHERE channel IS NOT NULL ORDER BY channel",
+        [str(touchpoints)]).fetchall()]
+    if len(channels) > MAX_SQL_CHANNELS:
+        raise ValueError(f"the touch log has {len(channels)} channels; at most {MAX_SQL_CHANNELS} are supported")
+    con.execute("DROP TABLE IF EXISTS crm_touch")
+    con.execute("DROP TYPE IF EXISTS crm_channel")
+    con.execute("CREATE TYPE crm_channel AS ENUM (SELECT unnest(?::VARCHAR[]))", [channels])
+    con.execute(
+        """
+        CREATE OR REPLACE TEMP TABLE crm_conv AS
+        SELECT cust, ts_us, arg_min(value, order_id) AS value, count(*) AS orders
+        FROM (SELECT hash(customer_id) AS cust, order_id, epoch_us(min(order_ts)) AS ts_us,
+                     sum(CAST(amount AS DECIMAL(38, 6))) AS value
+              FROM read_parquet(?) WHERE customer_id IS NOT NULL AND order_ts IS NOT NULL
+              GROUP BY customer_id, order_id)
+        GROUP BY cust, ts_us
+        """, [str(transactions)])
+    con.execute(
+        f"""
+        CREATE OR REPLACE TEMP TABLE crm_touch AS
+        SELECT t.cust, t.ts_us, t.code, coalesce(c.ts_us, {NO_CONVERSION}) AS conv_us
+        FROM (SELECT hash(customer_id) AS cust, epoch_us(ts) AS ts_us,
+                     enum_code(CAST(channel AS crm_channel))::USMALLINT AS code
+              FROM read_parquet(?) WHERE customer_id IS NOT NULL AND ts IS NOT NULL AND channel IS NOT NULL) t
+        ASOF LEFT JOIN crm_conv c ON t.cust = c.cust AND t.ts_us <= c.ts_us
+        """, [str(touchpoints)])
+    return channels
+
+
+def touch_rate_curve(con, max_days: int) -> pd.DataFrame:
+    """Touches per conversion by whole days before it (0 = the last 24 hours), counting only
+    touches with no other conversion in between, divided by the conversions that have that many
+    days of history (since the previous conversion and since the touch log starts). Needs
+    :func:`_load_touch_log`. Columns: days_before, touches, at_risk, rate."""
+    touches = con.execute(
+        f"""SELECT (conv_us - ts_us) // {US_PER_DAY} AS d, count(*) AS n FROM crm_touch
+            WHERE conv_us < {NO_CONVERSION} AND conv_us - ts_us < {int(max_days)} * {US_PER_DAY}
+            GROUP BY d""").fetchall()
+    avail = con.execute(
+        f"""WITH start AS (SELECT min(ts_us) AS s FROM crm_touch),
+            c AS (SELECT ts_us, lag(ts_us) OVER (PARTITION BY cust ORDER BY ts_us) AS prev FROM crm_conv)
+            SELECT least((c.ts_us - greatest(coalesce(c.prev, start.s), start.s)) // {US_PER_DAY}, {int(max_days)}) AS a,
+                   count(*) AS n
+            FROM c, start WHERE c.ts_us >= start.s GROUP BY a""").fetchall()
+    n_touch = np.zeros(max_days)
+    for d, n in touches:
+        n_touch[int(d)] = n
+    held = np.zeros(max_days + 1)
+    for a, n in avail:
+        held[int(a)] += n
+    at_risk = held[::-1].cumsum()[::-1][1:]     # conversions with more than d whole days of history
+    rate = np.divide(n_touch, at_risk, out=np.full(max_days, np.nan), where=at_risk >= AUTO_MIN_AT_RISK)
+    return pd.DataFrame({"days_before": np.arange(max_days), "touches": n_touch.astype(np.int64),
+                         "at_risk": at_risk.astype(np.int64), "rate": rate})
+
+
+def choose_lookback(curve: pd.DataFrame, fallback: int) -> tuple[int, str, float]:
+    """(days, how, background): the end of the window in which touches are more frequent before a
+    conversion than at random times.
+
+    background = median rate over the second half of the curve; excess = rate - background; the
+    window ends at the first day whose excess, and the median excess of the week from it, are
+    below 10% of the peak excess (a median, so that a noisy day or two do not stretch the window).
+    A step in the touch rate at 14 days gives 14; an exponential decay with mean tau gives
+    2.3 tau (90% of the excess touches). 'fallback' with ``fallback`` days when the second half
+    has no data or no day stands out."""
+    rate = curve["rate"].to_numpy(dtype=float)
+    half = len(rate) // 2
+    if half < AUTO_CONFIRM_DAYS or np.isnan(rate[half:]).all() or np.isnan(rate[:half]).all():
+        return fallback, "fallback", math.nan
+    background = float(np.nanmedian(rate[half:]))
+    excess = np.nan_to_num(rate - background, nan=0.0)
+    peak = float(excess[:half].max())
+    if not peak > 0:
+        return fallback, "fallback", background
+    threshold = AUTO_THRESHOLD * peak
+    for day in range(1, len(rate) - AUTO_CONFIRM_DAYS + 1):
+        if excess[day] < threshold and np.median(excess[day:day + AUTO_CONFIRM_DAYS]) < threshold:
+            return day, "auto", background
+    return fallback, "fallback", background
+
+
+def _journeys_sql(lookback_days: int, drop_codes: Sequence[int], origin: int, part: int = 0, parts: int = 1) -> str:
+    """One row per journey (cust, conv_us, claimed, and ``k``: the touches as
+    (time - ``origin``) x PACK + channel code, unordered). Claimed touches (at most
+    ``lookback_days`` before the customer's next conversion) form the converting journey of that
+    conversion; the other touches between two conversions (and after the last one) are cut into
+    windows of ``lookback_days`` from the first of them, each a non-converting journey. Touches
+    of ``drop_codes`` are left out of ``k`` (the journeys are formed with them). Only the
+    customers of partition ``part`` of ``parts`` (by hash): journeys never span customers, so the
+    partitions can be aggregated one after the other in bounded memory (ordered and list
+    aggregate states cannot spill to disk, duckdb #5920)."""
+    span = int(lookback_days) * US_PER_DAY
+    keep = f"FILTER (WHERE code NOT IN ({', '.join(str(int(c)) for c in drop_codes)}))" if drop_codes else ""
+    where = f"WHERE cust % {int(parts)} = {int(part)}" if parts > 1 else ""
+    return f"""
+        WITH t AS (
+            SELECT *, conv_us - ts_us <= {span} AS claimed FROM crm_touch {where}
+        ), a AS (
+            SELECT cust, conv_us, min(ts_us) AS anchor FROM t WHERE NOT claimed GROUP BY cust, conv_us
+        ), w AS (
+            SELECT t.*, CASE WHEN t.claimed THEN -1 ELSE (t.ts_us - a.anchor) // {span} END AS tile
+            FROM t LEFT JOIN a ON NOT t.claimed AND t.cust = a.cust AND t.conv_us = a.conv_us
+        )
+        SELECT cust, conv_us, claimed, list((ts_us - {int(origin)}) * {PACK} + code) {keep} AS k
+        FROM w GROUP BY cust, conv_us, claimed, tile
+    """
+
+
+def _partitions(con) -> tuple[int, int]:
+    """(origin, parts): the first touch time, and how many customer partitions keep each
+    aggregation near ROWS_PER_PARTITION touches."""
+    rows, origin = con.execute("SELECT count(*), coalesce(min(ts_us), 0) FROM crm_touch").fetchall()[0]
+    return int(origin), max(1, math.ceil(rows / ROWS_PER_PARTITION))
+
+
+def _path_key_sql(column: str = "k") -> str:
+    """The touches of ``column`` sorted by time, then channel code, as a string of one character
+    per touch (code 0 -> U+4E00): a compact, exact grouping key for a path."""
+    return f"array_to_string(list_transform(list_sort({column}), lambda x: chr(({KEY_BASE} + x % {PACK})::INTEGER)), '')"
+
+
+def _decode_paths(keys: Sequence[str], channels: Sequence[str]) -> pd.Series:
+    names = list(channels)
+    return pd.Series([tuple(names[ord(ch) - KEY_BASE] for ch in key) for key in keys], dtype=object)
+
+
+def journey_paths(con, lookback_days: int, drop_channels: Sequence[str] = (),
+                  channels: Sequence[str] | None = None) -> tuple[pd.DataFrame, JourneyStats]:
+    """Paths (``path`` tuples, conversions, value, nulls; sorted by path) from the touch log
+    loaded by :func:`_load_touch_log` (``channels``: what it returned), and the counts behind
+    them. Channels in ``drop_channels`` are removed after the journeys are formed (as
+    :func:`aggregate_journeys` does); a journey left without touches is dropped and its
+    conversion counts as unattributed. Equal to :func:`aggregate_journeys` on the same journeys
+    (touches in time order, ties by channel name)."""
+    if channels is None:
+        channels = [row[0] for row in con.execute("SELECT unnest(enum_range(NULL::crm_channel))::VARCHAR").fetchall()]
+    drop_codes = [i for i, c in enumerate(channels) if c in set(drop_channels)]
+    origin, parts = _partitions(con)
+    frames = [con.execute(
+        f"""WITH j AS ({_journeys_sql(lookback_days, drop_codes, origin, part, parts)})
+            SELECT {_path_key_sql()} AS key, count(*) FILTER (WHERE j.claimed) AS conversions,
+                   coalesce(sum(c.value) FILTER (WHERE j.claimed), 0)::DOUBLE AS value,
+                   count(*) FILTER (WHERE NOT j.claimed) AS nulls
+            FROM j LEFT JOIN crm_conv c ON j.claimed AND c.cust = j.cust AND c.ts_us = j.conv_us
+            WHERE len(j.k) > 0 GROUP BY key""").df() for part in range(parts)]
+    frame = pd.concat(frames, ignore_index=True)
+    if parts > 1:
+        frame = frame.groupby("key", sort=True, as_index=False)[["conversions", "value", "nulls"]].sum()
+    counts = con.execute("SELECT coalesce(sum(orders), 0) FROM crm_conv").fetchall()[0]
+    customers = con.execute("SELECT count(DISTINCT cust) FROM crm_touch").fetchall()[0]
+    paths = pd.DataFrame({
+        "path": _decode_paths(frame["key"].tolist(), channels),
+        "conversions": frame["conversions"].to_numpy(dtype=float),
+        "value": frame["value"].to_numpy(dtype=float),
+        "nulls": frame["nulls"].to_numpy(dtype=float),
+    })
+    paths = paths.sort_values("path", key=lambda s: s.map(" > ".join), ignore_index=True)
+    journeys = paths["conversions"] + paths["nulls"]
+    stats = JourneyStats(customers=int(customers[0]),
+                         touches=int((paths["path"].map(len) * journeys).sum()),
+                         journeys=int(journeys.sum()), converting=int(paths["conversions"].sum()),
+                         orders=int(counts[0]))
+    return paths, stats
+
+
+def acquisition_paths(con, lookback_days: int, drop_channels: Sequence[str], clv: pd.DataFrame,
+                      channels: Sequence[str]) -> pd.DataFrame:
+    """Paths of each customer's first conversion, with ``value`` = the customer's predicted CLV
+    (``clv``: customer_id, clv) instead of the order value; customers without a CLV are left out."""
+    frame = clv[["customer_id", "clv"]].astype({"customer_id": str, "clv": float})
+    con.register("crm_clv_in", frame)
+    drop_codes = [i for i, c in enumerate(channels) if c in set(drop_channels)]
+    origin, parts = _partitions(con)
+    try:
+        out = pd.concat([con.execute(
+            f"""WITH j AS ({_journeys_sql(lookback_days, drop_codes, origin, part, parts)}),
+                first AS (SELECT cust, min(ts_us) AS conv_us FROM crm_conv GROUP BY cust),
+                v AS (SELECT hash(customer_id) AS cust, any_value(clv) AS clv FROM crm_clv_in
+                      WHERE clv IS NOT NULL GROUP BY customer_id)
+                SELECT {_path_key_sql()} AS key, count(*) AS conversions, sum(v.clv)::DOUBLE AS value
+                FROM j JOIN first USING (cust, conv_us) JOIN v USING (cust)
+                WHERE j.claimed AND len(k) > 0 GROUP BY key""").df() for part in range(parts)], ignore_index=True)
+    finally:
+        con.unregister("crm_clv_in")
+    out = out.groupby("key", sort=True, as_index=False)[["conversions", "value"]].sum()
+    paths = pd.DataFrame({"path": _decode_paths(out["key"].tolist(), channels),
+                          "conversions": out["conversions"].to_numpy(dtype=float),
+                          "value": out["value"].to_numpy(dtype=float), "nulls": np.zeros(len(out))})
+    return paths.sort_values("path", key=lambda s: s.map(" > ".join), ignore_index=True)
+
+
+def read_paths_file(path: str | Path, fmt: str = "channelattribution", delimiter: str | None = None,
+                    drop_channels: Sequence[str] = ()) -> pd.DataFrame:
+    """A pre-aggregated paths file. 'channelattribution': ChannelAttribution's layout, columns
+    ``path`` ('a > b > c'), ``total_conversions`` and optional ``total_conversion_value`` and
+    ``total_null`` (read with :func:`parse_paths`); the delimiter is detected when not given."""
+    from crmbook.errors import InputError
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(path, "paths file not found (attribution.paths_file)")
+    if fmt != "channelattribution":
+        raise InputError(path, f"unknown paths format {fmt!r}; supported: channelattribution")
+    if delimiter is None:
+        head = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()[0]
+        delimiter = max(";,\t|", key=head.count)
+    raw = pd.read_csv(path, sep=delimiter, encoding="utf-8-sig", dtype={"path": str})
+    raw.columns = [str(c).strip() for c in raw.columns]
+    try:
+        return parse_paths(raw, drop_channels=drop_channels).sort_values(
+            "path", key=lambda s: s.map(" > ".join), ignore_index=True)
+    except ValueError as exc:
+        raise InputError(path, str(exc)) from None
+
+
+def paths_to_channelattribution(paths: pd.DataFrame) -> pd.DataFrame:
+    """The paths frame in ChannelAttribution's layout (path 'a > b > c', total_conversions,
+    total_conversion_value, total_null)."""
+    return pd.DataFrame({"path": paths["path"].map(" > ".join), "total_conversions": paths["conversions"],
+                         "total_conversion_value": paths["value"], "total_null": paths["nulls"]})
+
+
+# --------------------------------------------------------------------------------------------
+# The model line-up
+# --------------------------------------------------------------------------------------------
+def model_keys(settings) -> list[str]:
+    """Model keys in report order: heuristics, Markov orders, Shapley, logistic, data-driven."""
+    return [*HEURISTICS, *(f"markov_{k}" for k in settings.markov_orders), "shapley", "logistic", RECOMMENDED]
+
+
+def lineup(paths: pd.DataFrame, settings) -> pd.DataFrame:
+    """Every model of the line-up on ``paths``, one tidy frame (model key in ``model``)."""
+    return _lineup_enc(_encode(paths), settings)
+
+
+def _lineup_enc(enc: _Encoded, settings) -> pd.DataFrame:
+    """:func:`lineup` on encoded paths: encoded once, one logistic fit for both logistic models."""
+    weights = {
+        "first_touch": lambda: _w_first(enc), "last_touch": lambda: _w_last(enc),
+        "last_non_direct": lambda: _w_last_non_direct(enc, settings.direct_channel),
+        "linear": lambda: _w_linear(enc), "time_decay": lambda: _w_time_decay(enc, settings.half_life),
+        "position_based": lambda: _w_position(enc, settings.position_first, settings.position_last),
+    }
+    keys, conv, value = [], [], []
+    for k, w in weights.items():
+        c, v = enc.credit(w())
+        keys.append(k), conv.append(c), value.append(v)
+    for order in settings.markov_orders:
+        res = _markov(enc, order)
+        re = res.removal_effects.to_numpy()
+        re_v = res.value_removal_effects.to_numpy()
+        s_v = np.nansum(re_v)
+        keys.append(f"markov_{order}")
+        conv.append(enc.total_conversions * re / re.sum())
+        value.append(enc.total_value * re_v / s_v if s_v != 0 else np.zeros_like(re_v))
+    fit = _fit_presence_logit(enc, settings.logistic_c, 1000)
+    for k, frame in (("shapley", _shapley_enc(enc)), ("logistic", _logistic_enc(enc, fit=fit)),
+                     (RECOMMENDED, _logistic_shapley_enc(enc, seed=settings.seed, fit=fit))):
+        keys.append(k), conv.append(frame["conversions"].to_numpy()), value.append(frame["value"].to_numpy())
+    n = enc.n_channels
+    conv_all = np.concatenate(conv)
+    return pd.DataFrame({"model": np.repeat(keys, n), "channel": np.tile(np.asarray(enc.channels, dtype=object), len(keys)),
+                         "conversions": conv_all, "value": np.concatenate(value),
+                         "share": conv_all / enc.total_conversions})
+
+
+def recommend(paths: pd.DataFrame) -> tuple[str, str]:
+    """(model key, reason text key): the data-driven model when there are non-converting
+    journeys to learn from, else Shapley (the equal split over distinct channels)."""
+    if float(paths["nulls"].sum()) > 0:
+        return RECOMMENDED, "attr_why_data_driven"
+    return RECOMMENDED_WITHOUT_NULLS, "attr_why_no_nulls"
+
+
+def attribute(paths: pd.DataFrame, settings) -> tuple[pd.DataFrame, int]:
+    """The line-up with seeded bootstrap intervals for every share (``settings.n_boot``
+    replicates over journeys; 0 = no intervals). Returns (frame in ATTRIBUTION_COLUMNS order plus
+    ``key``, failed replicates)."""
+    enc = _encode(paths)
+    res = _lineup_enc(enc, settings)
+    failed = 0
+    if settings.n_boot > 0:  # as bootstrap_shares(paths, lineup), without re-reading the paths
+        index = pd.MultiIndex.from_frame(res[["model", "channel"]])
+
+        def replicate(keep, c_b, n_b, v_b):
+            rep = _lineup_enc(_subset(enc, keep, c_b, n_b, v_b), settings)
+            return rep.set_index(["model", "channel"])["share"].reindex(index).fillna(0.0).to_numpy()
+
+        shares, failed = _bootstrap_draws(enc.conv, enc.nulls, enc.value, settings.n_boot, settings.seed,
+                                          len(index), replicate)
+        alpha = (1 - settings.interval_level) / 2
+        res["ci_low"], res["ci_high"] = np.nanquantile(shares, [alpha, 1 - alpha], axis=0)
+    else:
+        res["ci_low"], res["ci_high"] = np.nan, np.nan
+    key = res["model"]
+    markov = key.str.startswith("markov_")
+    out = pd.DataFrame({
+        "model": np.where(markov, "markov", key),
+        "order": pd.array(np.where(markov, key.str.rsplit("_", n=1).str[-1], None), dtype="Int64"),
+        "channel": res["channel"], "conversions": res["conversions"], "value": res["value"],
+        "share": res["share"], "ci_low": res["ci_low"], "ci_high": res["ci_high"], "key": key,
+    })
+    rank = {k: i for i, k in enumerate(model_keys(settings))}
+    out = out.sort_values(["key", "channel"], key=lambda s: s.map(rank) if s.name == "key" else s.astype(str))
+    return out.reset_index(drop=True), failed
+
+
+# --------------------------------------------------------------------------------------------
+# Truth (simulations only), economics
+# --------------------------------------------------------------------------------------------
+def find_truth(cfg) -> Path | None:
+    """The ground-truth file of a simulated dataset: ``attribution.truth_file``, else a
+    ``truth.json`` next to the first touchpoints source (the generated demo has one) or next to
+    the paths file. None when there is none: a user's own data has no known truth."""
+    s = cfg.attribution
+    if s.truth_file is not None:
+        return cfg.resolve(s.truth_file)
+    candidates = [cfg.resolve(src.path).parent / TRUTH_FILE for src in cfg.data.sources.touchpoints[:1]]
+    if s.paths_file is not None:
+        candidates.append(cfg.resolve(s.paths_file).parent / TRUTH_FILE)
+    return next((c for c in candidates if c.is_file()), None)
+
+
+def read_truth(path: Path) -> pd.Series | None:
+    """``channel_true_share`` of a truth file (channel -> share), or None when it has none."""
+    import json
+
+    data = json.loads(Path(path).read_text(encoding="utf-8"))
+    shares = data.get(TRUTH_KEY) if isinstance(data, dict) else None
+    if not shares:
+        return None
+    return pd.Series({str(k): float(v) for k, v in shares.items()}, name="true_share").sort_index()
+
+
+def misallocation_table(attribution: pd.DataFrame, truth: pd.Series, recommended: str) -> pd.DataFrame:
+    """model, order, misallocation (0.5 x sum of |share - true share|: the share of conversions
+    credited to the wrong channel), recommended; best first."""
+    rows = []
+    for key, grp in attribution.groupby("key", sort=False):
+        rows.append({"model": grp["model"].iloc[0], "order": grp["order"].iloc[0],
+                     "misallocation": misallocation(grp.set_index("channel")["share"], truth),
+                     "recommended": key == recommended, "key": key})
+    out = pd.DataFrame(rows)
+    out["order"] = out["order"].astype("Int64")
+    return out.sort_values(["misallocation", "key"], ignore_index=True)
+
+
+def spend_by_channel(spend: pd.DataFrame | None) -> pd.Series | None:
+    """Total spend per channel over all periods of the clean channel_spend table."""
+    if spend is None or len(spend) == 0:
+        return None
+    return spend.groupby("channel")["spend"].sum().sort_index()
+
+
+def read_clv(run_dir: str | Path) -> pd.DataFrame | None:
+    """customer_id, clv from tables/clv_customers.parquet (column ``clv``, else the first numeric
+    column whose name starts with clv), or None: 04 runs in parallel and has often not written it."""
+    path = Path(run_dir) / "tables" / "clv_customers.parquet"
+    if not path.is_file():
+        return None
+    try:
+        frame = pd.read_parquet(path)
+    except Exception:  # noqa: BLE001 - 04 may be writing it right now
+        return None
+    if "customer_id" not in frame.columns:
+        return None
+    for name in ["clv"] + [c for c in frame.columns if str(c).lower().startswith("clv")]:
+        if name in frame.columns and pd.api.types.is_numeric_dtype(frame[name]) and frame[name].notna().any():
+            return pd.DataFrame({"customer_id": frame["customer_id"].astype(str), "clv": frame[name].astype(float)})
+    return None
+
+
+def credit_with_fit(paths: pd.DataFrame, all_paths: pd.DataFrame, model: str, settings) -> pd.DataFrame:
+    """Credit ``paths`` (e.g. first purchases) with ``model`` as fitted on ``all_paths``: the
+    data-driven model reuses the coefficients fitted on every journey; other models run on
+    ``paths`` as they are."""
+    enc = _encode(paths)
+    if model == RECOMMENDED:
+        full = _encode(all_paths)
+        beta, b0, fitted = _fit_presence_logit(full, settings.logistic_c, 1000)
+        beta = pd.Series(beta, index=full.channels).reindex(enc.channels).fillna(0.0).to_numpy()
+        return _logistic_shapley_enc(enc, seed=settings.seed, fit=(beta, b0, fitted))
+    return lineup(paths, settings).query("model == @model")
+
+
+def _ratio(num: pd.Series, den: pd.Series, also: pd.Series | bool = True) -> np.ndarray:
+    """num / den where den > 0 (and ``also``), else NaN."""
+    ok = (den > 0) & also
+    return np.where(ok, num / den.where(ok, 1.0), np.nan)
+
+
+def channel_economics(credited: pd.DataFrame, spend: pd.Series, acquisition: pd.DataFrame | None = None) -> pd.DataFrame:
+    """Per channel (those with spend or credit): spend, attributed conversions and revenue (from
+    ``credited``: channel, conversions, value), CAC = spend / attributed conversions, ROAS =
+    attributed revenue / spend; with ``acquisition`` (channel, conversions = attributed new
+    customers, value = their attributed predicted CLV) also new_customers, clv_per_customer and
+    CLV:CAC = CLV of the customers the channel acquired / spend. Ranked by ROAS (best first;
+    channels without spend last)."""
+    credit = credited.set_index("channel")[["conversions", "value"]]
+    channels = sorted(set(credit.index) | set(spend.index), key=str)
+    out = pd.DataFrame(index=pd.Index(channels, name="channel"))
+    out["spend"] = spend.reindex(channels).fillna(0.0)
+    out["conversions"] = credit["conversions"].reindex(channels).fillna(0.0)
+    out["revenue"] = credit["value"].reindex(channels).fillna(0.0)
+    out["cac"] = _ratio(out["spend"], out["conversions"], out["spend"] > 0)
+    out["roas"] = _ratio(out["revenue"], out["spend"])
+    if acquisition is not None:
+        acq = acquisition.set_index("channel")
+        out["new_customers"] = acq["conversions"].reindex(channels).fillna(0.0)
+        clv_total = acq["value"].reindex(channels).fillna(0.0)
+        out["clv_per_customer"] = _ratio(clv_total, out["new_customers"])
+        out["clv_cac"] = _ratio(clv_total, out["spend"])
+    out["spend_share"] = out["spend"] / out["spend"].sum() if out["spend"].sum() > 0 else np.nan
+    out["conversion_share"] = out["conversions"] / out["conversions"].sum() if out["conversions"].sum() > 0 else np.nan
+    out = out.reset_index()
+    out["_r"] = out["roas"].fillna(-np.inf)
+    out = out.sort_values(["_r", "channel"], ascending=[False, True], ignore_index=True).drop(columns="_r")
+    out.insert(1, "roas_rank", pd.array(np.where(out["roas"].notna(), np.arange(1, len(out) + 1), None), dtype="Int64"))
+    return out
+
+
+def reallocation(economics: pd.DataFrame, share: float) -> dict | None:
+    """Shift ``share`` of the lowest-ROAS channel's spend to the highest-ROAS one. Expected change
+    in attributed revenue = shifted x (ROAS high - ROAS low): it assumes constant returns (the next
+    unit of spend earns what the average one did), which rarely holds at scale, so it is a
+    hypothesis to test (e.g. a geo or holdout experiment), not a forecast. None with fewer than two
+    channels with spend, or when they all have the same ROAS."""
+    paid = economics[economics["roas"].notna()]
+    if len(paid) < 2:
+        return None
+    high, low = paid.iloc[0], paid.iloc[-1]
+    if not high["roas"] > low["roas"]:
+        return None
+    shifted = share * float(low["spend"])
+    return {"from": low["channel"], "to": high["channel"], "share": share, "amount": shifted,
+            "roas_from": float(low["roas"]), "roas_to": float(high["roas"]),
+            "revenue_change": shifted * (float(high["roas"]) - float(low["roas"]))}
+
+
+def top_paths(paths: pd.DataFrame, n: int) -> pd.DataFrame:
+    """The ``n`` paths with the most conversions (then journeys, then path): path 'a > b',
+    touches, journeys, conversions, nulls, conversion_rate, value."""
+    out = pd.DataFrame({"path": paths["path"].map(" > ".join), "touches": paths["path"].map(len),
+                        "journeys": paths["conversions"] + paths["nulls"], "conversions": paths["conversions"],
+                        "nulls": paths["nulls"], "value": paths["value"]})
+    out["conversion_rate"] = out["conversions"] / out["journeys"]
+    out = out.sort_values(["conversions", "journeys", "path"], ascending=[False, False, True])
+    return out.head(n).reset_index(drop=True)[["path", "touches", "journeys", "conversions", "nulls",
+                                                "conversion_rate", "value"]]
+
+
+# --------------------------------------------------------------------------------------------
+# The stage
+# --------------------------------------------------------------------------------------------
+def evaluate(cfg, run_dir: str | Path, tables: dict[str, pd.DataFrame] | None = None) -> AttributionResult:
+    """Run the 05 stage: paths (from the touch log and the clean orders on DuckDB, or from
+    ``attribution.paths_file``), the model line-up with bootstrap intervals, the recommended
+    model, the check against a ground truth when one is configured, channel economics when there
+    is clean channel_spend. ``tables``: the clean tables (``cleaning.load_clean``), for spend."""
+    import shutil
+    import tempfile
+
+    from crmbook import engine
+
+    s = cfg.attribution
+    tables = tables or {}
+    drop = (s.direct_channel,) if s.drop_direct else ()
+    tdir = Path(run_dir) / "tables"
+    lookback = stats = None
+    work = Path(tempfile.mkdtemp(prefix="crmbook-attribution-"))
+    con = engine.connect(memory_limit=s.memory_limit, temp_directory=work)
+    try:
+        if s.paths_file is not None:
+            source = cfg.resolve(s.paths_file).name
+            paths = read_paths_file(cfg.resolve(s.paths_file), s.paths_format, s.paths_delimiter, drop)
+        else:
+            source = "touchpoints"
+            touch, orders = tdir / "clean_touchpoints.parquet", tdir / "clean_transactions.parquet"
+            if not touch.is_file() or not orders.is_file():
+                raise _no_data(cfg, "attr_err_no_orders" if touch.is_file() else "attr_err_no_touches")
+            log_channels = _load_touch_log(con, touch, orders)
+            if s.lookback_days == "auto":
+                curve = touch_rate_curve(con, s.lookback_max_days)
+                days, how, background = choose_lookback(curve, s.lookback_fallback_days)
+                lookback = Lookback(days, how, curve, background)
+            else:
+                lookback = Lookback(int(s.lookback_days), "fixed")
+            paths, stats = journey_paths(con, lookback.days, drop, log_channels)
+            if paths.empty or paths["conversions"].sum() <= 0:
+                raise _no_data(cfg, "attr_err_no_conversions")
+        attribution, failed = attribute(paths, s)
+        recommended, reason = recommend(paths)
+        result = AttributionResult(
+            source=source, paths=paths, channels=sorted(attribution["channel"].unique(), key=str),
+            attribution=attribution, recommended=recommended, recommended_reason=reason,
+            transitions=transition_matrix(paths, 1), top_paths=top_paths(paths, s.top_paths),
+            lookback=lookback, stats=stats, n_boot=s.n_boot, n_failed_boot=failed, drop_channels=drop)
+        truth_path = find_truth(cfg)
+        if s.truth_file is not None and not truth_path.is_file():
+            from crmbook.errors import InputError
+            raise InputError(truth_path, "truth file not found (attribution.truth_file)")
+        truth = read_truth(truth_path) if truth_path is not None else None
+        if truth is not None:
+            result.truth, result.truth_file = truth, str(truth_path)
+            result.misallocation = misallocation_table(attribution, truth, recommended)
+        spend = spend_by_channel(tables.get("channel_spend"))
+        if spend is not None:
+            credited = result.model(recommended).reset_index()
+            acquisition = None
+            clv = read_clv(run_dir) if s.paths_file is None else None
+            if clv is not None:
+                acq_paths = acquisition_paths(con, lookback.days, drop, clv, log_channels)
+                if len(acq_paths) and acq_paths["conversions"].sum() > 0:
+                    acquisition = credit_with_fit(acq_paths, paths, recommended, s)[["channel", "conversions", "value"]]
+                    result.clv_used = True
+            result.economics = channel_economics(credited, spend, acquisition)
+            result.reallocation = reallocation(result.economics, s.reallocation_share)
+        return result
+    finally:
+        con.close()
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _no_data(cfg, key: str):
+    from crmbook import report
+    from crmbook.errors import InputError
+
+    return InputError(cfg.params_file, report.t(key, "en"))
+
+
+def _rounded(frame: pd.DataFrame, digits: int = 6) -> pd.DataFrame:
+    """Floats rounded, so that the last bits of a sum cannot change a file."""
+    out = frame.copy()
+    for col in out.columns:
+        if pd.api.types.is_float_dtype(out[col]):
+            out[col] = out[col].round(digits)
+    return out
+
+
+def save(run_dir: str | Path, result: AttributionResult) -> None:
+    """tables/attribution.csv (model, order, channel, conversions, value, share, ci_low,
+    ci_high), attribution_paths_top.csv, attribution_paths.parquet (every path, ChannelAttribution
+    layout), channel_economics.csv (with spend), attribution_misallocation.csv (with a truth)."""
+    from crmbook import store
+
+    store.write_table(run_dir, "attribution", _rounded(result.attribution[ATTRIBUTION_COLUMNS]), fmt="csv")
+    store.write_table(run_dir, "attribution_paths_top", _rounded(result.top_paths), fmt="csv")
+    store.write_table(run_dir, "attribution_paths", paths_to_channelattribution(result.paths))
+    if result.economics is not None:
+        store.write_table(run_dir, "channel_economics", _rounded(result.economics), fmt="csv")
+    if result.misallocation is not None:
+        store.write_table(run_dir, "attribution_misallocation",
+                          _rounded(result.misallocation.drop(columns="key")), fmt="csv")
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and display (every word from text/05_attribution.yaml)
+# --------------------------------------------------------------------------------------------
+def model_label(key: str, lang: str = "en") -> str:
+    """The report name of a model key ('markov_2' -> 'Markov, order 2')."""
+    from crmbook import report
+
+    if key.startswith("markov_"):
+        return report.say("attr_model_markov", lang, order=key.rsplit("_", 1)[1])
+    return report.t(f"attr_model_{key}", lang)
+
+
+def _pct(x: float, digits: int = 1) -> str:
+    return "–" if x is None or not np.isfinite(x) else f"{x:.{digits}%}"
+
+
+def _interval(lo: float, hi: float) -> str:
+    return "" if not (np.isfinite(lo) and np.isfinite(hi)) else f"{lo:.1%}–{hi:.1%}"
+
+
+def summarise(result: AttributionResult, cfg):
+    """KPI cards and three to five findings for the 05 report and the index page."""
+    from crmbook import report
+
+    lang, cur = cfg.report.language, cfg.run.currency
+    rec = result.model(result.recommended).sort_values("share", ascending=False)
+    paths = result.paths
+    conversions = float(paths["conversions"].sum())
+    journeys = float((paths["conversions"] + paths["nulls"]).sum())
+    top = rec.index[0]
+    cards = [
+        report.Card(report.t("attr_card_conversions", lang), report.number(conversions),
+                    report.say("attr_card_conversions_note", lang, orders=report.number(result.stats.orders))
+                    if result.stats else ""),
+        report.Card(report.t("attr_card_journeys", lang), report.number(journeys),
+                    report.say("attr_card_journeys_note", lang, nulls=report.number(paths["nulls"].sum()))),
+        report.Card(report.t("attr_card_channels", lang), str(len(result.channels))),
+        report.Card(report.t("attr_card_top", lang), f"{top} {rec.loc[top, 'share']:.0%}",
+                    report.say("attr_card_top_note", lang, model=model_label(result.recommended, lang),
+                               interval=_interval(rec.loc[top, "ci_low"], rec.loc[top, "ci_high"]) or "–")),
+    ]
+    if result.lookback is not None:
+        cards.append(report.Card(report.t("attr_card_lookback", lang),
+                                 report.say("attr_days", lang, days=result.lookback.days),
+                                 report.t(f"attr_lookback_{result.lookback.how}", lang)))
+    if result.misallocation is not None:
+        mis = result.misallocation.set_index("key")["misallocation"]
+        cards.append(report.Card(report.t("attr_card_misallocation", lang), _pct(mis[result.recommended]),
+                                 report.t("attr_card_misallocation_note", lang)))
+    if result.economics is not None and result.economics["roas"].notna().any():
+        best = result.economics.iloc[0]
+        cards.append(report.Card(report.t("attr_card_best_roas", lang), f"{best['channel']} {best['roas']:.1f}×",
+                                 report.t("attr_card_best_roas_note", lang)))
+
+    findings = []
+    if result.stats is not None:
+        st = result.stats
+        findings.append(report.say("attr_f_journeys", lang, converting=report.number(st.converting),
+                                   orders=report.number(st.orders), days=result.lookback.days,
+                                   unattributed=report.number(st.unattributed), journeys=report.number(st.journeys)))
+    else:
+        findings.append(report.say("attr_f_paths_file", lang, file=result.source, journeys=report.number(journeys),
+                                   conversions=report.number(conversions), channels=len(result.channels)))
+    parts = [report.say("attr_f_share_item", lang, channel=c, share=_pct(rec.loc[c, "share"]),
+                        interval=_interval(rec.loc[c, "ci_low"], rec.loc[c, "ci_high"]) or "–") for c in rec.index[:3]]
+    findings.append(report.say("attr_f_top", lang, model=model_label(result.recommended, lang),
+                               channels=report.t("attr_list_sep", lang).join(parts)))
+    wide = result.attribution.pivot(index="channel", columns="key", values="share")
+    spread = (wide.max(axis=1) - wide.min(axis=1)).sort_values(ascending=False)
+    if len(spread) and spread.iloc[0] > 0:
+        c = spread.index[0]
+        findings.append(report.say("attr_f_disagree", lang, channel=c,
+                                   low_model=model_label(wide.loc[c].idxmin(), lang), low=_pct(wide.loc[c].min()),
+                                   high_model=model_label(wide.loc[c].idxmax(), lang), high=_pct(wide.loc[c].max())))
+    if result.misallocation is not None:
+        mis = result.misallocation.set_index("key")["misallocation"]
+        best = result.misallocation.iloc[0]
+        findings.append(report.say("attr_f_truth", lang, model=model_label(result.recommended, lang),
+                                   mis=_pct(mis[result.recommended]), last=_pct(mis.get("last_touch", np.nan)),
+                                   best=model_label(best["key"], lang), best_mis=_pct(best["misallocation"])))
+    if result.reallocation is not None:
+        r = result.reallocation
+        findings.append(report.say("attr_f_realloc", lang, to=r["to"], roas_to=f"{r['roas_to']:.2f}",
+                                   frm=r["from"], roas_from=f"{r['roas_from']:.2f}", share=f"{r['share']:.0%}",
+                                   amount=report.money(r["amount"], cur), gain=report.money(r["revenue_change"], cur),
+                                   currency=cur))
+    return report.StageSummary(cards, findings[:5])
+
+
+def heading(key: str, lang: str, level: int = 2, **fields: object):
+    """A section heading in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    return HTML(f"<h{level}>{html.escape(report.say(key, lang, **fields))}</h{level}>")
+
+
+def note(key: str, lang: str, **fields: object):
+    """A paragraph in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    return HTML(f"<p>{html.escape(report.say(key, lang, **fields))}</p>")
+
+
+def intro(result: AttributionResult, cfg):
+    """One paragraph under the title: where the paths come from and which model is recommended, and why."""
+    from crmbook import report
+
+    lang = cfg.report.language
+    source = (report.say("attr_intro_touchpoints", lang, days=result.lookback.days) if result.stats is not None
+              else report.say("attr_intro_paths_file", lang, file=result.source))
+    return note("attr_intro", lang, source=source, model=model_label(result.recommended, lang),
+                why=report.t(result.recommended_reason, lang))
+
+
+def lookback_chart(result: AttributionResult, cfg):
+    """Touches per conversion by days before it, the background rate and the chosen window."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang = cfg.report.language
+    lb = result.lookback
+    return charts.touch_rate(lb.curve, lb.days, lb.background, report.t("attr_chart_lookback", lang),
+                             report.t("attr_axis_days_before", lang), report.t("attr_axis_touch_rate", lang),
+                             report.say("attr_legend_window", lang, days=lb.days), report.t("attr_legend_background", lang))
+
+
+def shares_chart(result: AttributionResult, cfg):
+    """The recommended model's shares with their intervals (and the true shares when known)."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang = cfg.report.language
+    rec = result.model(result.recommended)
+    truth = result.truth.reindex(rec.index) if result.truth is not None else None
+    level = f"{cfg.attribution.interval_level:.0%}"
+    return charts.share_intervals(rec["share"], rec["ci_low"], rec["ci_high"], truth,
+                                  report.say("attr_chart_shares", lang, model=model_label(result.recommended, lang)),
+                                  report.t("attr_axis_share", lang), report.say("attr_legend_interval", lang, level=level),
+                                  report.t("attr_legend_truth", lang))
+
+
+def comparison_chart(result: AttributionResult, cfg):
+    """Every model's channel shares as a heatmap (models x channels), truth as the last row."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang = cfg.report.language
+    wide = result.attribution.pivot(index="key", columns="channel", values="share")
+    keys = [k for k in model_keys(cfg.attribution) if k in wide.index]
+    wide = wide.loc[keys]
+    wide.index = [model_label(k, lang) + (" ★" if k == result.recommended else "") for k in keys]
+    if result.truth is not None:
+        wide.loc[report.t("attr_truth_row", lang)] = result.truth.reindex(wide.columns).fillna(0.0)
+    return charts.share_heatmap(wide, report.t("attr_chart_comparison", lang), report.t("attr_axis_channel", lang),
+                                report.t("attr_axis_model", lang), report.t("attr_axis_share", lang),
+                                highlight_last=result.truth is not None)
+
+
+def comparison_table(result: AttributionResult, cfg) -> pd.DataFrame:
+    """Channels x models, shares in percent; the recommended model with its interval."""
+    from crmbook import report
+
+    lang = cfg.report.language
+    wide = result.attribution.pivot(index="channel", columns="key", values="share")
+    keys = [k for k in model_keys(cfg.attribution) if k in wide.columns]
+    out = pd.DataFrame({report.t("attr_axis_channel", lang): wide.index})
+    rec = result.model(result.recommended)
+    out[report.t("attr_col_interval", lang)] = [_interval(rec.loc[c, "ci_low"], rec.loc[c, "ci_high"]) for c in wide.index]
+    for k in keys:
+        out[model_label(k, lang)] = [_pct(v) for v in wide[k]]
+    if result.truth is not None:
+        out[report.t("attr_truth_row", lang)] = [_pct(result.truth.get(c, 0.0)) for c in wide.index]
+    return out
+
+
+def misallocation_chart(result: AttributionResult, cfg):
+    """Misallocation of every model against the truth, with the 5% line."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang = cfg.report.language
+    mis = result.misallocation
+    values = pd.Series(mis["misallocation"].to_numpy(), index=[model_label(k, lang) for k in mis["key"]])
+    return charts.misallocation_bars(values, model_label(result.recommended, lang), 0.05,
+                                     report.t("attr_chart_misallocation", lang), report.t("attr_axis_misallocation", lang),
+                                     report.t("attr_legend_target", lang))
+
+
+def transition_chart(result: AttributionResult, cfg):
+    """The order-1 transition probabilities as a heatmap."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang = cfg.report.language
+    tm = result.transitions.rename(index={START: report.t("attr_state_start", lang)},
+                                   columns={CONVERSION: report.t("attr_state_conversion", lang),
+                                            NULL: report.t("attr_state_null", lang)})
+    return charts.transition_heatmap(tm, report.t("attr_chart_transitions", lang), report.t("attr_axis_to", lang),
+                                     report.t("attr_axis_from", lang), report.t("attr_axis_probability", lang))
+
+
+def paths_table(result: AttributionResult, cfg) -> pd.DataFrame:
+    """The top paths, formatted, with translated column names."""
+    from crmbook import report
+
+    lang, cur = cfg.report.language, cfg.run.currency
+    tp = result.top_paths
+    return pd.DataFrame({
+        report.t("attr_col_path", lang): tp["path"],
+        report.t("attr_col_touches", lang): tp["touches"],
+        report.t("attr_col_journeys", lang): [report.number(v) for v in tp["journeys"]],
+        report.t("attr_col_conversions", lang): [report.number(v) for v in tp["conversions"]],
+        report.t("attr_col_conversion_rate", lang): [_pct(v) for v in tp["conversion_rate"]],
+        f"{report.t('attr_col_value', lang)} ({cur})": [report.number(v) for v in tp["value"]],
+    })
+
+
+def economics_table(result: AttributionResult, cfg) -> pd.DataFrame:
+    """Channel economics, formatted, best return first."""
+    from crmbook import report
+
+    lang, cur = cfg.report.language, cfg.run.currency
+    e = result.economics
+
+    def money(v: float) -> str:
+        return "–" if not np.isfinite(v) else f"{v:,.2f}"
+
+    out = pd.DataFrame({
+        report.t("attr_axis_channel", lang): e["channel"],
+        f"{report.t('attr_col_spend', lang)} ({cur})": [report.number(v) for v in e["spend"]],
+        report.t("attr_col_conversions", lang): [report.number(v, 1) for v in e["conversions"]],
+        f"{report.t('attr_col_revenue', lang)} ({cur})": [report.number(v) for v in e["revenue"]],
+        report.say("attr_col_cac", lang, currency=cur): [money(v) for v in e["cac"]],
+        report.t("attr_col_roas", lang): ["–" if not np.isfinite(v) else f"{v:.2f}×" for v in e["roas"]],
+        report.t("attr_col_spend_share", lang): [_pct(v) for v in e["spend_share"]],
+        report.t("attr_col_conversion_share", lang): [_pct(v) for v in e["conversion_share"]],
+    })
+    if "clv_cac" in e.columns:
+        out[report.t("attr_col_new_customers", lang)] = [report.number(v, 1) for v in e["new_customers"]]
+        out[report.t("attr_col_clv_cac", lang)] = ["–" if not np.isfinite(v) else f"{v:.1f}×" for v in e["clv_cac"]]
+    return out
+
+
+def economics_chart(result: AttributionResult, cfg):
+    """ROAS per channel with spend (attributed revenue per unit of spend)."""
+    from crmbook import report
+    from crmbook.plots import attribution as charts
+
+    lang, cur = cfg.report.language, cfg.run.currency
+    e = result.economics[result.economics["roas"].notna()]
+    return charts.roas_bars(e.set_index("channel")["roas"], report.t("attr_chart_roas", lang),
+                            report.say("attr_axis_roas", lang, currency=cur))
+
+
+def reallocation_note(result: AttributionResult, cfg):
+    """The reallocation suggestion and its caveats, or why there is none."""
+    from crmbook import report
+
+    lang, cur = cfg.report.language, cfg.run.currency
+    r = result.reallocation
+    if r is None:
+        return note("attr_realloc_none", lang)
+    return note("attr_realloc", lang, to=r["to"], frm=r["from"], share=f"{r['share']:.0%}",
+                amount=report.money(r["amount"], cur), roas_to=f"{r['roas_to']:.2f}", roas_from=f"{r['roas_from']:.2f}",
+                gain=report.money(r["revenue_change"], cur))
+
+
+def method_notes(result: AttributionResult, cfg):
+    """Definitions and caveats, as a list in the report language."""
+    import html
+
+    from IPython.display import HTML
+
+    from crmbook import report
+
+    lang, s = cfg.report.language, cfg.attribution
+    keys = ["attr_def_journey" if result.stats is not None else "attr_def_paths_file"]
+    if result.lookback is not None:
+        keys.append(f"attr_def_lookback_{result.lookback.how}")
+    keys += ["attr_def_heuristics", "attr_def_markov", "attr_def_shapley", "attr_def_logistic", "attr_def_data_driven",
+             "attr_def_bootstrap"]
+    if result.truth is not None:
+        keys.append("attr_def_truth")
+    else:
+        keys.append("attr_def_no_truth")
+    if result.economics is not None:
+        keys += ["attr_def_economics", "attr_def_reallocation"]
+        keys.append("attr_def_clv" if result.clv_used else "attr_def_no_clv")
+    if result.drop_channels:
+        keys.append("attr_def_drop_direct")
+    keys.append("attr_def_correlation")
+    fields = {"days": result.lookback.days if result.lookback else "", "n_boot": s.n_boot,
+              "level": f"{s.interval_level:.0%}", "half_life": f"{s.half_life:g}", "first": f"{s.position_first:.0%}",
+              "last": f"{s.position_last:.0%}", "direct": s.direct_channel, "failed": result.n_failed_boot,
+              "truth": Path(result.truth_file).name if result.truth_file else "", "max_days": s.lookback_max_days,
+              "fallback": s.lookback_fallback_days}
+    items = "".join(f"<li>{html.escape(report.say(k, lang, **fields))}</li>" for k in keys)
+    return HTML(f"<ul>{items}</ul>")
+
+
+def truth_caption(result: AttributionResult, cfg):
+    """The caption of the truth check, naming the truth file."""
+    from crmbook import report
+
+    return report.caption(report.say("attr_cap_truth", cfg.report.language,
+                                     truth=Path(result.truth_file).name if result.truth_file else ""))
