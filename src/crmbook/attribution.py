@@ -1179,13 +1179,7 @@ def _load_touch_log(con, touchpoints: str | Path, transactions: str | Path) -> l
     conversion at or after it (``conv_us``; NO_CONVERSION after the last one).
     Times are microseconds since the epoch. Customers are keyed by DuckDB's 64-bit hash of the
     id: fixed-width keys make the as-of join twice as fast as string keys; two of n customers
-    share a hash with probability about n^2 / 2^65 (3e-6 for 10 million customers). Turns
-    DuckDB's progress bar off (it would print into a log; in a kernel without ipywidgets DuckDB
-    shows none and refuses the setting)."""
-    try:
-        con.execute("SET enable_progress_bar = false")
-    except Exception:  # noqa: BLE001 - duckdb.InvalidInputException inside Jupyter
-        pass
+    share a hash with probability about n^2 / 2^65 (3e-6 for 10 million customers)."""
     channels = [row[0] for row in con.execute(
         "SELECT DISTINCT channel FROM read_parquet(?) WHERE channel IS NOT NULL ORDER BY channel",
         [str(touchpoints)]).fetchall()]

@@ -9,6 +9,7 @@ Written as DuckDB SQL for now; the Ibis port that also runs on PySpark is issue 
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
 from pathlib import Path
@@ -20,12 +21,14 @@ UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 
 
 def connect(memory_limit: str = "4GB", threads: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
-    """An in-memory DuckDB connection with explicit limits: insertion order is not preserved and
-    big aggregations spill to `temp_directory` (duckdb #5920, #10224)."""
+    """An in-memory DuckDB connection with explicit limits: insertion order is not preserved,
+    big aggregations spill to `temp_directory` (duckdb #5920, #10224), no progress bar."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET preserve_insertion_order = false")
+    with contextlib.suppress(duckdb.Error):  # a kernel without ipywidgets refuses the setting (and shows no bar)
+        con.execute("SET enable_progress_bar = false")  # a bar would print into logs and notebooks
     if temp_directory:
         con.execute(f"SET temp_directory = '{Path(temp_directory).as_posix()}'")
     return con
