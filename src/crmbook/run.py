@@ -139,6 +139,13 @@ def _ipc_kernel_manager(socket_dir: Path):
         def _ip_default(self) -> str:
             return str(socket_dir / "kernel")
 
+        async def _async_interrupt_kernel(self) -> None:
+            # jupyter_client interrupts before every shutdown; an idle kernel then logs
+            # "ERROR | KeyboardInterrupt caught in kernel" into the run's output, which reads like
+            # a failure. A shutdown ends the kernel anyway (asked, then killed after a grace period).
+            if not self.shutting_down:
+                await super()._async_interrupt_kernel()
+
     return IPCKernelManager
 
 

@@ -46,3 +46,28 @@ def test_a_stage_with_its_own_input_runs_when_upstream_had_no_input():
     reason = skip_reason(cleaning, tables, {})
     assert reason.startswith("no input: ")
     assert skip_reason(attribution, tables, {"02_cleaning": reason}) is None
+
+
+def test_kernel_shutdown_sends_no_interrupt(tmp_path, monkeypatch):
+    """jupyter_client interrupts a kernel before shutting it down; an idle kernel then logs
+    'ERROR | KeyboardInterrupt caught in kernel' into a scheduled run's output. Ours does not."""
+    import asyncio
+
+    from jupyter_client.manager import AsyncKernelManager
+
+    from crmbook.run import KERNEL, _ipc_kernel_manager
+
+    interrupts = []
+
+    async def record(self):
+        interrupts.append(type(self).__name__)
+
+    async def start_and_stop(manager) -> None:
+        km = manager(kernel_name=KERNEL)
+        await km.start_kernel()
+        await km.shutdown_kernel()
+
+    monkeypatch.setattr(AsyncKernelManager, "_async_interrupt_kernel", record)
+    for manager in (AsyncKernelManager, _ipc_kernel_manager(tmp_path)):
+        asyncio.run(start_and_stop(manager))
+    assert interrupts == ["AsyncKernelManager"]  # jupyter_client's own manager does interrupt
