@@ -12,12 +12,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from crmbook.errors import ConfigError
 
 TABLE_NAMES = ("transactions", "customers", "touchpoints", "campaigns", "campaign_members", "channel_spend")
-FORMATS = ("csv", "excel", "parquet", "jsonl")
+FORMATS = ("csv", "excel", "parquet", "jsonl", "sql")
 
 
 class Section(BaseModel):
@@ -38,28 +38,175 @@ class ReportSection(Section):
     title: str = "Customer analytics"
 
 
-class Source(Section):
-    """One input file and how its columns map onto a canonical table."""
+class ValueTransform(Section):
+    """How the values of one canonical column are rewritten as they are read (see crmbook.ingestion),
+    in this order: replace, fill_down, values / patterns / default, date_format, the number
+    options (decimal, cents, negate, negate_when, multiply_by), pseudonymise. A value a transform
+    cannot parse is kept as it was, so 02 cleaning counts it (and quarantines it when required)."""
 
-    path: Path
-    format: Literal["csv", "excel", "parquet", "jsonl"] | None = None
-    encoding: str = "auto"
+    replace: dict[str, str] = Field(default_factory=dict, description="regular expression: replacement (e.g. {'^zcrm_': ''})")
+    fill_down: bool = Field(False, description="an empty cell takes the value above it within the same order (rows sharing "
+                                               "the order_id source column): exports that print order fields on the first line only")
+    values: dict[str, str] = Field(default_factory=dict, description="source value: canonical value, case-insensitive "
+                                                                     "(status codes: {'1': completed, '9': cancelled})")
+    patterns: dict[str, str] = Field(default_factory=dict, description="regular expression: canonical value, for values not "
+                                                                       "in `values`; the first match wins (e.g. {'^C': cancelled})")
+    default: str | None = Field(None, description="value of anything `values` and `patterns` do not match (None: kept as read)")
+    date_format: list[str] = Field(default_factory=list, description="strptime formats of this column, tried in order "
+                                                                     "(e.g. '%d.%m.%Y'); parsed values are rewritten as %Y-%m-%d %H:%M:%S")
+    decimal: Literal[".", ","] | None = Field(None, description='parse as a number with this decimal mark: "," reads 1.234,56 '
+                                                              'as 1234.56, "." reads 1,234.56 (the other mark separates thousands)')
+    cents: bool = Field(False, description="the numbers are in cents (minor units): divided by 100")
+    negate: bool = Field(False, description="flip the sign of every number (exports that write refunds as positive "
+                                            "and sales as negative)")
+    negate_when: dict[str, list[str]] = Field(default_factory=dict, description="source column: values that make this "
+                                                                                "row's number negative (e.g. {Type: [Refund]})")
+    multiply_by: str | None = Field(None, description="source column to multiply by (line amount = quantity × unit price)")
+    pseudonymise: Literal["email", "phone", "text"] | None = Field(
+        None, description="replace the value by its salted hash, as for e-mails and phones (a customer id that is an e-mail)")
+
+    @field_validator("replace", "patterns")
+    @classmethod
+    def _regexes(cls, value):
+        import re
+
+        for pattern in value:
+            try:
+                re.compile(pattern)
+            except re.error as error:
+                raise ValueError(f"{pattern!r} is not a regular expression ({error})") from None
+        return value
+
+    @field_validator("date_format", mode="before")
+    @classmethod
+    def _formats(cls, value):
+        return [value] if isinstance(value, str) else value
+
+    @property
+    def numeric(self) -> bool:
+        """Whether the column is parsed as a number."""
+        return self.decimal is not None or self.cents or self.negate or bool(self.negate_when) or self.multiply_by is not None
+
+
+class SqlSource(Section):
+    """A table or a read-only query of a database, through a SQLAlchemy URL. The password is never
+    written in params: it is read from the environment variable named in `password_env`."""
+
+    url: str = Field(description="SQLAlchemy URL without a password, e.g. postgresql+psycopg://crm@db.example.com:5432/shop "
+                                 "or sqlite:///data/shop.db (relative to the params file)")
+    password_env: str | None = Field(None, description="environment variable that holds the password")
+    table: str | None = Field(None, description="a table (or schema.table) read whole")
+    query: str | None = Field(None, description="one read-only SELECT (or WITH ... SELECT) statement")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _redact(cls, data: Any) -> Any:
+        """A password written in the URL is masked before anything can echo it (errors print their input)."""
+        if isinstance(data, dict) and isinstance(data.get("url"), str):
+            import re
+
+            data = {**data, "url": re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1:***@", data["url"])}
+        return data
+
+    @field_validator("url")
+    @classmethod
+    def _no_password(cls, value: str) -> str:
+        if ":***@" in value:
+            raise ValueError("the URL contains a password: remove it and name an environment variable in password_env")
+        if "://" not in value:
+            raise ValueError("a SQLAlchemy URL looks like dialect+driver://user@host:port/database")
+        return value
+
+    @field_validator("password_env")
+    @classmethod
+    def _env_name(cls, value):
+        import re
+
+        if value is not None and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("the name of an environment variable (letters, digits, _), not the password itself")
+        return value
+
+    @field_validator("table")
+    @classmethod
+    def _table_name(cls, value):
+        import re
+
+        if value is not None and not re.fullmatch(r"[^\W\d]\w*(\.[^\W\d]\w*)?", value):
+            raise ValueError("a table name, or schema.table (letters, digits, _)")
+        return value
+
+    @field_validator("query")
+    @classmethod
+    def _read_only(cls, value):
+        if value is None:
+            return value
+        body = value.strip().rstrip(";").strip()
+        if ";" in body:
+            raise ValueError("one statement only")
+        if body.split(None, 1)[0].lower() not in ("select", "with"):
+            raise ValueError("a read-only query starts with SELECT or WITH")
+        return body
+
+    @model_validator(mode="after")
+    def _one_of(self):
+        if (self.table is None) == (self.query is None):
+            raise ValueError("give either `table` or `query`")
+        return self
+
+
+class Source(Section):
+    """One input (a file, or a database table or query) and how its columns map onto a canonical table."""
+
+    path: Path = Field(description="the file (relative to the params file); for a sql source, a label for the source column")
+    format: Literal["csv", "excel", "parquet", "jsonl", "sql"] | None = None
+    encoding: str = Field("auto", description="auto (detected: UTF-8 with or without BOM, GBK/GB18030, Latin-1, ...) or a codec name")
     delimiter: str | None = Field(None, description='"," ";" "\\t" "|", or "whitespace"; detected when absent')
     header: bool = Field(True, description="false: the file has no header row; name its columns in `names`")
     names: list[str] | None = None
-    sheet: str | int = 0
-    preset: str | None = None
+    sheet: str | int = Field(0, description="Excel: the sheet's name, or its position (0 = the first)")
+    preset: str | None = Field(None, description="defaults for a known export (see crmbook.ingestion.PRESETS)")
     columns: dict[str, str] = Field(default_factory=dict, description="canonical name: source column")
     constants: dict[str, str] = Field(default_factory=dict, description="canonical name: a value for every row of this file")
     row_id: str | None = Field(None, description="a canonical id column filled with the row number, for files without ids")
+    transforms: dict[str, ValueTransform] = Field(default_factory=dict, description="canonical name: how its values are rewritten")
+    sql: SqlSource | None = Field(None, description="read a database table or query instead of a file")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _sql_label(cls, data: Any) -> Any:
+        if isinstance(data, dict) and isinstance(data.get("sql"), dict) and "path" not in data:
+            data = {**data, "path": f"sql:{data['sql'].get('table') or 'query'}"}
+        return data
+
+    @field_validator("encoding")
+    @classmethod
+    def _codec(cls, value: str) -> str:
+        import codecs
+
+        if value != "auto":
+            try:
+                codecs.lookup(value)
+            except LookupError:
+                raise ValueError("not a known encoding: use auto, or a name such as utf-8, gbk, gb18030, latin-1, cp1252") from None
+        return value
+
+    @model_validator(mode="after")
+    def _sql_format(self):
+        if self.format == "sql" and self.sql is None:
+            raise ValueError("format: sql needs a `sql:` block (url, password_env, table or query)")
+        if self.sql is not None and self.format not in (None, "sql"):
+            raise ValueError(f"a source with a `sql:` block is read from the database, not as {self.format}")
+        return self
 
     @property
     def file_format(self) -> str:
         """The declared format, else the one the file suffix implies."""
+        if self.sql is not None:
+            return "sql"
         if self.format:
             return self.format
         suffix = self.path.suffix.lower()
-        return {".xlsx": "excel", ".xls": "excel", ".parquet": "parquet", ".pq": "parquet",
+        return {".xlsx": "excel", ".xlsm": "excel", ".xls": "excel", ".parquet": "parquet", ".pq": "parquet",
                 ".jsonl": "jsonl", ".ndjson": "jsonl"}.get(suffix, "csv")
 
 
@@ -91,6 +238,42 @@ class DataSection(Section):
 
 
 class CleaningSection(Section):
+    """02 cleaning settings (see crmbook.cleaning). Every key has a default: `cleaning: {}` works."""
+
+    class Identity(Section):
+        """Single customer view: customer ids that share a normalised e-mail or phone are one customer."""
+
+        match_on: list[Literal["email", "phone"]] = Field(
+            default_factory=lambda: ["email", "phone"], description="identifiers that link two customer ids (empty: no matching)")
+        ambiguous: Literal["keep_apart", "merge"] = Field(
+            "keep_apart", description="a group with conflicting identifiers (one e-mail, two different phones) or a chain "
+                                      "(a~b, b~c, a and c share nothing): listed and kept apart, or merged anyway")
+        max_group_size: int = Field(10, ge=2, description="a larger group is ambiguous (likely a placeholder e-mail or phone)")
+
+    class Outliers(Section):
+        """Order lines whose amount is far above the usual: robust modified z-score of log amount."""
+
+        action: Literal["flag", "cap", "quarantine", "off"] = Field(
+            "flag", description="flag: amount_outlier = 1; cap: also lower the amount to the threshold; quarantine: remove")
+        threshold: float = Field(3.5, gt=0, description="0.6745 (log amount - median) / MAD above this is an outlier "
+                                                        "(Iglewicz & Hoaglin 1993)")
+
+    class Currency(Section):
+        """Amounts to run.currency with a rate table."""
+
+        rates: Path | None = Field(None, description="CSV with columns date, currency, rate: units of run.currency "
+                                                     "for one unit of currency on that date")
+        source: str | None = Field(None, description="currency of transactions without a currency value; default: run.currency")
+        max_rate_age_days: int = Field(7, ge=0, description="a rate at most this many days older than the order is used")
+        missing_rate: Literal["quarantine", "error"] = Field("quarantine", description="a row with no usable rate")
+
+        @field_validator("source")
+        @classmethod
+        def _code(cls, value):
+            if value is not None and not (len(value.strip()) == 3 and value.strip().isalpha()):
+                raise ValueError("a three-letter ISO 4217 code, e.g. EUR")
+            return value.strip().upper() if value else value
+
     date_formats: list[str] = Field(
         default_factory=lambda: ["%Y-%m-%d %H:%M:%S", "%Y-%m-%d", "%Y/%m/%d", "%d/%m/%Y %H:%M", "%d/%m/%Y", "%Y%m%d"],
         description="tried in order; the first is the canonical one, other matches are counted as rewritten",
@@ -101,6 +284,44 @@ class CleaningSection(Section):
     free_orders: Literal["quarantine", "keep"] = Field(
         "quarantine", description="orders worth zero with no refund or cancellation: quarantined as not a purchase, "
                                   "or kept as a purchase occasion (CDNOW's free CDs; Fader-Hardie summaries count them)")
+    exact_duplicates: Literal["quarantine", "keep"] = Field("quarantine", description="rows identical to an earlier row")
+    key_duplicates: Literal["quarantine", "keep"] = Field("quarantine", description="a second row with the same key (customer_id, ...)")
+    category_case: Literal["most_common", "lower", "upper", "title"] = Field(
+        "most_common", description="categories are trimmed; case variants take the most common spelling, or this case")
+    phone_region: str | None = Field(None, description="ISO 3166 alpha-2 country of phones written without a country "
+                                                       "code (e.g. CN, GB); phones become E.164")
+    country_format: Literal["alpha2", "alpha3", "name", "keep"] = Field(
+        "alpha2", description="country column: ISO 3166 alpha-2 / alpha-3 code, or the ISO short name")
+    country_aliases: dict[str, str] = Field(default_factory=dict, description="spelling: ISO code, for names not "
+                                                                               "recognised (e.g. {EIRE: IE})")
+    cancellation_matching: Literal["product", "off"] = Field(
+        "product", description="a refund or cancellation with no sale in its own order is netted into the same customer's "
+                               "earlier sales of the same product_id, latest first (UCI's C invoices); off: quarantined")
+    source_timezone: str | dict[str, str] | None = Field(
+        None, description="time zone the timestamps are written in (one zone, or source file: zone); converted to "
+                          "run.timezone; default: already in run.timezone")
+    identity: Identity = Field(default_factory=Identity)
+    outliers: Outliers = Field(default_factory=Outliers)
+    currency: Currency = Field(default_factory=Currency)
+
+    @field_validator("source_timezone")
+    @classmethod
+    def _zones(cls, value):
+        import zoneinfo
+
+        for zone in ([value] if isinstance(value, str) else list((value or {}).values())):
+            try:
+                zoneinfo.ZoneInfo(zone)
+            except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+                raise ValueError(f"unknown time zone {zone!r} (an IANA name, e.g. Europe/London)") from None
+        return value
+
+    @field_validator("phone_region")
+    @classmethod
+    def _region(cls, value):
+        if value is not None and not (len(value) == 2 and value.isalpha()):
+            raise ValueError("an ISO 3166 alpha-2 country code, e.g. CN or GB")
+        return value.upper() if value else value
 
 
 class SegmentationSection(Section):
@@ -346,10 +567,11 @@ class Config(Section):
     def missing_sources(self) -> list[tuple[str, Path]]:
         """(table, path) of every source file that does not exist (checked without reading anything)."""
         missing = [(table, self.resolve(src.path)) for table, sources in self.data.sources.items()
-                   for src in sources if not self.resolve(src.path).is_file()]
-        paths = self.attribution.paths_file
-        if paths is not None and not self.resolve(paths).is_file():
-            missing.append(("attribution.paths_file", self.resolve(paths)))
+                   for src in sources if src.sql is None and not self.resolve(src.path).is_file()]
+        for key, path in (("attribution.paths_file", self.attribution.paths_file),
+                          ("cleaning.currency.rates", self.cleaning.currency.rates)):
+            if path is not None and not self.resolve(path).is_file():
+                missing.append((key, self.resolve(path)))
         return missing
 
     def public_dict(self) -> dict[str, Any]:

@@ -30,11 +30,14 @@ TABLES: dict[str, tuple[Column, ...]] = {
         ("order_id", "id", True), ("customer_id", "id", True), ("order_ts", "timestamp", True),
         ("amount", "number", True), ("quantity", "number"), ("product_id", "id"),
         ("category", "category"), ("channel", "category"), ("status", "category"),
+        ("currency", "category"), ("country", "category"),
+        ("amount_outlier", "flag"),  # set by 02 cleaning's outlier rule (flag mode)
     ),
     "customers": _cols(
         ("customer_id", "id", True), ("signup_ts", "timestamp"), ("name", "pii"), ("email", "pii"),
         ("phone", "pii"), ("gender", "category"), ("birth_date", "date"), ("age", "number"),
-        ("region", "category"), ("city", "category"), ("acquisition_channel", "category"),
+        ("region", "category"), ("city", "category"), ("country", "category"),
+        ("acquisition_channel", "category"),
     ),
     "touchpoints": _cols(
         ("customer_id", "id", True), ("ts", "timestamp", True), ("channel", "category", True),

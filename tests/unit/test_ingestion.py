@@ -65,7 +65,7 @@ def test_duplicate_header_and_empty_file(tmp_path):
 def test_malformed_csv_names_the_line(tmp_path):
     path = tmp_path / "bad.csv"
     path.write_text("a,b\n1,2\n3,4,5,6\n")
-    with pytest.raises(InputError, match=r"bad\.csv, row 3: malformed CSV"):
+    with pytest.raises(InputError, match=r"bad\.csv, column 'b', row 3: malformed CSV: this row has more fields than the header's 2"):
         ingestion.read_source(path, Source(path=path, delimiter=","))
 
 
