@@ -3,24 +3,31 @@
 Every rule takes a table and returns the rows it keeps, the rows it removes (each with a
 reason) and how many kept rows it rewrote. `clean_table` chains the rules and records, per
 rule, rows_in = rows_out + rows_quarantined; removed rows go to the quarantine with the
-rule's name, so no row is ever lost silently.
+rule's name, so no row is ever lost silently. Every rule is set in `cleaning:` of the params
+(`crmbook.config.CleaningSection`).
 
 Rules, in order (columns by their kind in `crmbook.schema`):
-exact_duplicate · missing_<required id> · parse_<date column> (canonical format, or
-quarantine when required) · future_<required timestamp> · parse_<number column> ·
-normalise_categories (trim, collapse spaces, one spelling per case-insensitive value) ·
-duplicate_key (tables with a key) · net_refunds and cancelled_order (transactions).
+exact_duplicate · missing_<required id> · rekey_customer_id (single customer view) ·
+parse_<date column> (canonical format, or quarantine when required) · timezone_<timestamp> ·
+future_<required timestamp> · parse_<number column> · normalise_categories (trim, collapse
+spaces, one spelling per case-insensitive value) · normalise_country · normalise_contacts
+(customers: e-mails and phones, normalised at ingestion before hashing) · duplicate_key (tables
+with a key) · merge_customers (customers) · convert_currency, net_refunds, match_cancellations,
+cancelled_order and outliers_amount (transactions).
 """
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
 from crmbook import schema
 from crmbook.config import CleaningSection, Config
+from crmbook.errors import InputError
 
 STAGE = "02_cleaning"
 
@@ -41,6 +48,8 @@ class Cleaned:
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
     quality: pd.DataFrame = field(default_factory=pd.DataFrame)
+    id_map: pd.DataFrame | None = None  # single customer view (`match_customers`); None without customers
+    details: dict = field(default_factory=dict)  # outlier_limit, unrecognised_countries, rates: for the report
 
 
 def _split(frame: pd.DataFrame, remove: pd.Series, reason: str | pd.Series, changed: int = 0,
@@ -125,29 +134,33 @@ def parse_numbers(frame: pd.DataFrame, column: str, required: bool, integer: boo
     return Step(converted, frame.iloc[0:0].assign(reason=""), int(bad.sum()))
 
 
-def canonical_spelling(values: pd.Series) -> pd.Series:
+def canonical_spelling(values: pd.Series, case: str = "most_common") -> pd.Series:
     """Trim, collapse inner spaces, and give case-insensitive variants one spelling: the most
-    frequent one (ties: the alphabetically first), so 'Email ' and 'EMAIL' join 'email'.
-    Works on the distinct values only, then maps them back onto the rows."""
+    frequent one (ties: the alphabetically first), so 'Email ' and 'EMAIL' join 'email'; or,
+    with `case` 'lower', 'upper' or 'title', that case. Works on the distinct values only,
+    then maps them back onto the rows."""
     counts = values.value_counts(dropna=True)
     if counts.empty:
         return values.astype("str").where(values.notna())
     variants = pd.DataFrame({"raw": counts.index.astype("str"), "n": counts.to_numpy()})
     variants["spelling"] = variants["raw"].str.strip().str.replace(r"\s+", " ", regex=True)
     variants["key"] = variants["spelling"].str.casefold()
-    totals = variants.groupby(["key", "spelling"], as_index=False)["n"].sum()
-    best = totals.sort_values(["key", "n", "spelling"], ascending=[True, False, True]).drop_duplicates("key")
-    variants["canonical"] = variants["key"].map(best.set_index("key")["spelling"])
+    if case in ("lower", "upper", "title"):
+        variants["canonical"] = getattr(variants["spelling"].str, case)()
+    else:
+        totals = variants.groupby(["key", "spelling"], as_index=False)["n"].sum()
+        best = totals.sort_values(["key", "n", "spelling"], ascending=[True, False, True]).drop_duplicates("key")
+        variants["canonical"] = variants["key"].map(best.set_index("key")["spelling"])
     return values.astype("str").map(variants.set_index("raw")["canonical"]).where(values.notna())
 
 
-def normalise_categories(frame: pd.DataFrame, columns: list[str]) -> Step:
+def normalise_categories(frame: pd.DataFrame, columns: list[str], case: str = "most_common") -> Step:
     """Category columns to one spelling per value (see `canonical_spelling`); rows changed are counted."""
     out = frame.copy()
     changed = pd.Series(False, index=frame.index)
     for column in columns:
         before = frame[column].astype("str").where(frame[column].notna())
-        out[column] = canonical_spelling(before).replace("", pd.NA).astype("str")
+        out[column] = canonical_spelling(before, case).replace("", pd.NA).astype("str")
         changed |= before.fillna("") != out[column].fillna("")
     return Step(out, frame.iloc[0:0].assign(reason=""), int(changed.sum()))
 
@@ -155,6 +168,364 @@ def normalise_categories(frame: pd.DataFrame, columns: list[str]) -> Step:
 def duplicate_key(frame: pd.DataFrame, key: tuple[str, ...]) -> Step:
     """A second row with the same key as an earlier one (rows are not exact copies)."""
     return _split(frame, frame.duplicated(subset=list(key), keep="first"), f"{' + '.join(key)} repeats an earlier row")
+
+
+# --- E-mail and phone: normalised at ingestion, before the values are hashed -----------------
+
+EMAIL_PATTERN = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]+")
+CONTACT_STATUSES = ("", "kept", "normalised", "no_country_code", "invalid")
+
+
+def normalise_email(values: pd.Series) -> pd.Series:
+    """E-mail addresses trimmed, lower-cased and without a 'mailto:' prefix; missing (NA) when
+    empty or not of the form local@domain.tld. The local part is lower-cased too: mail systems
+    treat it case-insensitively in practice, and a match on the single customer view needs one form."""
+    text = values.astype("string").str.strip().str.lower().str.removeprefix("mailto:")
+    valid = text.map(lambda v: bool(EMAIL_PATTERN.fullmatch(v)), na_action="ignore").astype("boolean").fillna(False)
+    return text.where(valid)
+
+
+def _e164(raw: str, region: str | None) -> tuple[str | None, str]:
+    import phonenumbers
+
+    try:
+        number = phonenumbers.parse(raw, region, keep_raw_input=True)
+    except phonenumbers.NumberParseException:
+        digits = re.sub(r"\D", "", raw)
+        if region is None and 6 <= len(digits) <= 15 and not raw.lstrip().startswith("+"):
+            return digits, "no_country_code"
+        return None, "invalid"
+    if not phonenumbers.is_possible_number(number):
+        return None, "invalid"
+    e164 = phonenumbers.format_number(number, phonenumbers.PhoneNumberFormat.E164)
+    from_region = number.country_code_source == phonenumbers.CountryCodeSource.FROM_DEFAULT_COUNTRY
+    return e164, "normalised" if from_region else "kept"
+
+
+def normalise_phone(values: pd.Series, region: str | None = None) -> pd.Series:
+    """Phone numbers in E.164 ('+8613800138000') with Google's libphonenumber (`phonenumbers`);
+    a number written without a country code takes `region` (ISO 3166 alpha-2, cleaning.phone_region).
+    Missing (NA) when empty or not a possible number (wrong length, letters); without a region, a
+    number with no country code is kept as its digits (it cannot be put in E.164)."""
+    return _phone_table(values, region)[0]
+
+
+def _phone_table(values: pd.Series, region: str | None) -> tuple[pd.Series, pd.Series]:
+    text = values.astype("string").str.strip()
+    distinct = text[text.notna() & text.ne("")].unique()
+    parsed = {raw: _e164(str(raw), region) for raw in distinct}
+    number = text.map({raw: value for raw, (value, _) in parsed.items()}).astype("string")
+    status = text.map({raw: state for raw, (_, state) in parsed.items()}).astype("string").fillna("")
+    return number.where(number.notna() & number.ne(""), pd.NA), status
+
+
+def contact_status(raw: pd.Series, normalised: pd.Series) -> pd.Series:
+    """What normalisation did to each e-mail: '' (empty), 'kept' (already in normal form),
+    'normalised' (rewritten) or 'invalid' (not usable: set empty)."""
+    text = raw.astype("string").str.strip().fillna("")
+    status = pd.Series("normalised", index=raw.index, dtype="string")
+    status[normalised.fillna("").eq(text)] = "kept"
+    status[normalised.isna() & text.ne("")] = "invalid"
+    status[text.eq("")] = ""
+    return status
+
+
+def normalise_contacts(frame: pd.DataFrame, rules: CleaningSection | None = None) -> pd.DataFrame:
+    """The `email` and `phone` columns normalised (`normalise_email`, `normalise_phone` with
+    cleaning.phone_region), with `email_status` / `phone_status` saying what was done to each value
+    (see `CONTACT_STATUSES`), so the 02 ledger can count it after the values were hashed. An e-mail
+    is 'normalised' when its text changed (case, spaces); a phone when its country code had to come
+    from cleaning.phone_region (spacing alone is not a change: '+86 138 0013 8000' is 'kept').
+    Ingestion calls this on every table before `pseudonymise`: hashes are of the normal form."""
+    rules = rules or CleaningSection()
+    out = frame.copy()
+    if "email" in frame:
+        out["email"] = normalise_email(frame["email"])
+        out["email_status"] = contact_status(frame["email"], out["email"])
+    if "phone" in frame:
+        out["phone"], out["phone_status"] = _phone_table(frame["phone"], rules.phone_region)
+    return out
+
+
+def contacts_counted(frame: pd.DataFrame) -> Step:
+    """Count the e-mails and phones ingestion rewrote or emptied (their `<kind>_status` columns, which
+    this rule then drops): rows with any value normalised, left without a country code, or invalid."""
+    columns = [c for c in ("email_status", "phone_status") if c in frame]
+    status = frame[columns].astype("string").fillna("")
+    changed = status.isin(["normalised", "invalid", "no_country_code"]).any(axis=1)
+    return Step(frame.drop(columns=columns), frame.iloc[0:0].assign(reason=""), int(changed.sum()))
+
+
+def contact_counts(frame: pd.DataFrame) -> pd.DataFrame:
+    """E-mails and phones per status (from ingestion's `<kind>_status` columns), for the report."""
+    rows = [{"field": kind, "status": state or "empty", "rows": int(n)}
+            for kind in ("email", "phone") if f"{kind}_status" in frame
+            for state, n in frame[f"{kind}_status"].astype("string").fillna("").value_counts().sort_index().items()]
+    return pd.DataFrame(rows, columns=["field", "status", "rows"])
+
+
+# --- Countries: one ISO 3166 code or name per country ---------------------------------------
+
+#: Spellings found in real exports that ISO 3166 (pycountry) does not list; extend in cleaning.country_aliases.
+COUNTRY_ALIASES: dict[str, str] = {
+    "eire": "IE", "rsa": "ZA", "uk": "GB", "u.k.": "GB", "great britain": "GB", "britain": "GB", "england": "GB",
+    "scotland": "GB", "wales": "GB", "northern ireland": "GB", "usa": "US", "u.s.": "US", "u.s.a.": "US", "us": "US",
+    "america": "US", "united states of america": "US", "korea": "KR", "south korea": "KR", "north korea": "KP",
+    "turkey": "TR", "russia": "RU", "macau": "MO", "macao": "MO", "cape verde": "CV", "ivory coast": "CI",
+    "swaziland": "SZ", "burma": "MM", "holland": "NL", "the netherlands": "NL", "czech republic": "CZ",
+    "vatican": "VA", "vietnam": "VN", "uae": "AE", "china": "CN", "prc": "CN", "中国": "CN", "中国大陆": "CN",
+    "香港": "HK", "台湾": "TW", "deutschland": "DE", "españa": "ES", "brasil": "BR", "schweiz": "CH",
+}
+#: Values that mean "no country": set empty.
+COUNTRY_PLACEHOLDERS = frozenset({"unspecified", "unknown", "n/a", "none", "null", "-", "?", "other"})  # not "NA": Namibia
+
+
+def country_codes(values: pd.Series, fmt: str = "alpha2", aliases: dict[str, str] | None = None) -> tuple[pd.Series, list[str]]:
+    """Country names and codes to one form: ISO 3166 alpha-2 ('GB'), alpha-3 ('GBR') or the ISO
+    short name ('United Kingdom'), looked up in pycountry (names, official and common names, codes),
+    then in `COUNTRY_ALIASES` and `aliases` (spelling: ISO code). Placeholders ('Unspecified')
+    become empty; a value that is not recognised is kept as written (trimmed). Returns the new
+    values and the unrecognised spellings."""
+    import pycountry
+
+    table = {**COUNTRY_ALIASES, **{k.strip().casefold(): v for k, v in (aliases or {}).items()}}
+    text = values.astype("string").str.strip().str.replace(r"\s+", " ", regex=True)
+    mapping: dict[str, object] = {}
+    unknown: list[str] = []
+    for raw in text.dropna().unique():
+        key = str(raw).casefold()
+        if key in COUNTRY_PLACEHOLDERS or key == "":
+            mapping[raw] = pd.NA
+            continue
+        try:
+            country = pycountry.countries.lookup(table.get(key, raw))
+        except LookupError:
+            mapping[raw] = raw
+            unknown.append(str(raw))
+            continue
+        mapping[raw] = {"alpha2": country.alpha_2, "alpha3": country.alpha_3}.get(
+            fmt, getattr(country, "common_name", None) or country.name)
+    return text.map(mapping).astype("string"), sorted(unknown)
+
+
+def normalise_country(frame: pd.DataFrame, column: str, fmt: str, aliases: dict[str, str]) -> Step:
+    """The country column to one ISO form (see `country_codes`); rows rewritten are counted."""
+    before = frame[column].astype("string")
+    after, _ = country_codes(before, fmt, aliases)
+    changed = int((before.fillna("\0") != after.fillna("\0")).sum())
+    return Step(frame.assign(**{column: after.astype("str").where(after.notna())}), frame.iloc[0:0].assign(reason=""), changed)
+
+
+# --- Time zones --------------------------------------------------------------------------------
+
+def convert_timezone(frame: pd.DataFrame, column: str, zones: str | dict[str, str], target: str) -> Step:
+    """Timestamps written in a source time zone (one zone, or a zone per `source` file) to the
+    canonical zone `target` (run.timezone), kept as naive wall-clock times of that zone. A time in
+    the autumn hour that repeats is read as its first occurrence (summer time); a time in the spring
+    hour that does not exist is moved forward to the first valid time. Rows of a source file not in
+    `zones` are taken to be in `target` already. Rows converted are counted."""
+    zone_of = pd.Series(zones, index=frame.index) if isinstance(zones, str) else frame["source"].map(zones)
+    values = frame[column]
+    out = values.copy()
+    converted = 0
+    for zone in sorted(set(zone_of.dropna()) - {target}):
+        rows = zone_of.eq(zone) & values.notna()
+        if not rows.any():
+            continue
+        local = values[rows].dt.tz_localize(zone, ambiguous=np.ones(int(rows.sum()), dtype=bool), nonexistent="shift_forward")
+        out[rows] = local.dt.tz_convert(target).dt.tz_localize(None).astype(values.dtype)
+        converted += int(rows.sum())
+    return Step(frame.assign(**{column: out}), frame.iloc[0:0].assign(reason=""), converted)
+
+
+# --- Currency ---------------------------------------------------------------------------------
+
+def load_rates(path: Path) -> pd.DataFrame:
+    """A rate table: CSV with columns date (YYYY-MM-DD), currency (ISO 4217) and rate (units of
+    run.currency for one unit of currency, > 0). Raises `InputError` naming the file, column and row."""
+    if not path.is_file():
+        raise InputError(path, "rate table not found (cleaning.currency.rates)")
+    rates = pd.read_csv(path, dtype=str, keep_default_na=False)
+    rates.columns = [str(c).strip().lower() for c in rates.columns]
+    for column in ("date", "currency", "rate"):
+        if column not in rates:
+            raise InputError(path, f"the rate table needs columns date, currency, rate (it has: {', '.join(rates.columns)})",
+                             column=column, row=1)
+    day = pd.to_datetime(rates["date"].str.strip(), format="%Y-%m-%d", errors="coerce")
+    rate = pd.to_numeric(rates["rate"].str.strip(), errors="coerce")
+    currency = rates["currency"].str.strip().str.upper()
+    for column, bad in (("date", day.isna()), ("rate", ~(rate > 0) | ~np.isfinite(rate.fillna(0))),
+                        ("currency", ~currency.str.fullmatch(r"[A-Z]{3}"))):
+        if bad.any():
+            row = int(np.flatnonzero(bad.to_numpy())[0]) + 2
+            raise InputError(path, f"not a valid {column}: {rates[column].iloc[row - 2]!r}", column=column, row=row)
+    return (pd.DataFrame({"date": day.astype("datetime64[us]"), "currency": currency.astype("str"), "rate": rate.astype("float64")})
+            .drop_duplicates(["date", "currency"], keep="last").sort_values(["date", "currency"]).reset_index(drop=True))
+
+
+def convert_currency(frame: pd.DataFrame, rates: pd.DataFrame | None, target: str, source: str | None,
+                     max_age_days: int = 7, missing: str = "quarantine", rates_file: str = "cleaning.currency.rates") -> Step:
+    """Amounts to `target` (run.currency): a row's currency is its `currency` value, else `source`,
+    else `target`; amount × the rate of that currency on the order's day, or the latest one at most
+    `max_age_days` before it. A row with no such rate is quarantined (or, with `missing='error'`, an
+    `InputError`). Rows converted are counted; `currency` is set to `target` on every kept row."""
+    default = (source or target).upper()
+    currency = (frame["currency"].astype("string").str.strip().str.upper().replace("", pd.NA).fillna(default)
+                if "currency" in frame else pd.Series(default, index=frame.index, dtype="string"))
+    foreign = currency.ne(target.upper())
+    day = frame["order_ts"].dt.normalize().astype("datetime64[us]")
+    rate = pd.Series(np.nan, index=frame.index)
+    if foreign.any() and rates is not None and len(rates):
+        wanted = pd.DataFrame({"date": day[foreign], "currency": currency[foreign].astype("str")}).drop_duplicates()
+        wanted = wanted.dropna().sort_values("date")
+        found = pd.merge_asof(wanted, rates.sort_values("date"), on="date", by="currency", direction="backward",
+                              tolerance=pd.Timedelta(days=max_age_days))
+        lookup = found.set_index(["date", "currency"])["rate"]
+        keys = pd.MultiIndex.from_arrays([day[foreign], currency[foreign].astype("str")])
+        rate[foreign] = lookup.reindex(keys).to_numpy()
+    no_rate = foreign & rate.isna()
+    if no_rate.any() and missing == "error":
+        first = frame.index[no_rate][0]
+        raise InputError(rates_file, f"no {currency[first]} rate on or up to {max_age_days} days before "
+                                     f"{day[first]:%Y-%m-%d} (transactions row {frame.at[first, 'source_row']})")
+    amount = frame["amount"].where(~foreign, frame["amount"] * rate)
+    converted = frame.assign(amount=amount, currency=target.upper())
+    reason = ("no " + currency.astype("str") + f" rate on or up to {max_age_days} days before the order day in "
+              + rates_file)
+    step = _split(converted, no_rate, reason, original=frame)
+    return Step(step.kept, step.removed, int((foreign & ~no_rate).sum()))
+
+
+# --- Single customer view -----------------------------------------------------------------------
+
+def _codes(values: pd.Series) -> np.ndarray:
+    """Integer code per distinct non-empty value; -1 for empty."""
+    text = values.astype("string").fillna("").str.strip()
+    return pd.factorize(text.where(text.ne(""), None), use_na_sentinel=True)[0]
+
+
+def match_customers(customers: pd.DataFrame, settings: CleaningSection.Identity | None = None,
+                    source_order: list[str] | None = None) -> pd.DataFrame:
+    """The customer id map of the single customer view, one row per customer id: source,
+    source_customer_id, customer_id (the surviving id), matched_on (email, phone, email+phone: what it
+    shares with another id; empty: nothing), group_id (the group's first id), group_size, ambiguous (why).
+
+    Two ids match when they share a normalised e-mail or phone (`email_hash` / `phone_hash`, for the
+    kinds in `settings.match_on`); matches chain into groups (connected components). A group is
+    ambiguous when two of its ids that match disagree on another identifier both have (one e-mail,
+    two different phones), when two of its ids share nothing and are linked only through others (a
+    chain a~b~c), or when it is larger than `max_group_size`. Unambiguous groups (and, with
+    `ambiguous='merge'`, every group) take the id of their first source in `source_order` (the
+    params order), then the smallest id; the other ids are re-keyed to it."""
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    settings = settings or CleaningSection.Identity()
+    nodes = customers.drop_duplicates("customer_id").reset_index(drop=True)
+    n = len(nodes)
+    codes = {kind: _codes(nodes[f"{kind}_hash"]) if f"{kind}_hash" in nodes else np.full(n, -1)
+             for kind in ("email", "phone")}
+    left, right = [], []
+    for kind in settings.match_on:
+        code = codes[kind]
+        present = np.flatnonzero(code >= 0)
+        order = present[np.argsort(code[present], kind="stable")]
+        same = code[order][1:] == code[order][:-1]
+        left.append(order[:-1][same])
+        right.append(order[1:][same])
+    left_all, right_all = (np.concatenate(left), np.concatenate(right)) if left else (np.array([], int), np.array([], int))
+    graph = coo_matrix((np.ones(left_all.size), (left_all, right_all)), shape=(n, n))
+    _, group = connected_components(graph, directed=False) if n else (0, np.array([], int))
+    size = np.bincount(group)[group] if n else np.array([], int)
+    shared = {}
+    for kind in ("email", "phone"):
+        code = codes[kind]
+        counts = pd.Series(code[code >= 0]).value_counts()
+        shared[kind] = (code >= 0) & (pd.Series(code).map(counts).fillna(0).to_numpy() > 1) & (kind in settings.match_on)
+    matched_on = np.select([shared["email"] & shared["phone"], shared["email"], shared["phone"]],
+                           ["email+phone", "email", "phone"], "")
+    rank = {str(s): i for i, s in enumerate(source_order or [])}
+    source_rank = nodes["source"].astype("str").map(rank).fillna(len(rank)).to_numpy() if "source" in nodes else np.zeros(n)
+    ids = nodes["customer_id"].astype("str").to_numpy()
+    survivor, group_id = ids.copy(), ids.copy()
+    ambiguous = np.full(n, "", dtype=object)
+    for members in pd.Series(np.arange(n))[size > 1].groupby(group[size > 1]).groups.values():
+        m = np.asarray(members)
+        first = ids[m[np.lexsort((ids[m], source_rank[m]))[0]]]
+        group_id[m] = first
+        reason = _ambiguity(codes["email"][m], codes["phone"][m], settings)
+        ambiguous[m] = reason
+        if not (reason and settings.ambiguous == "keep_apart"):
+            survivor[m] = first
+    return (pd.DataFrame({"source": nodes["source"].astype("str") if "source" in nodes else "",
+                          "source_customer_id": ids, "customer_id": survivor, "matched_on": matched_on,
+                          "group_id": group_id, "group_size": size.astype("int64"), "ambiguous": ambiguous.astype("str")})
+            .sort_values(["source", "source_customer_id"]).reset_index(drop=True))
+
+
+def _ambiguity(email: np.ndarray, phone: np.ndarray, settings: CleaningSection.Identity) -> str:
+    """Why a group of matched ids is ambiguous ('' when it is not)."""
+    n = email.size
+    if n > settings.max_group_size:
+        return f"{n} ids linked: more than identity.max_group_size ({settings.max_group_size}), a shared placeholder?"
+    same = {k: (c[:, None] == c[None, :]) & (c[:, None] >= 0) for k, c in (("email", email), ("phone", phone))}
+    differ = {k: (c[:, None] != c[None, :]) & (c[:, None] >= 0) & (c[None, :] >= 0) for k, c in (("email", email), ("phone", phone))}
+    linked = np.zeros((n, n), dtype=bool)
+    for kind in settings.match_on:
+        linked |= same[kind]
+    reasons = []
+    for kind, other in (("email", "phone"), ("phone", "email")):
+        if kind in settings.match_on and (same[kind] & differ[other]).any():
+            reasons.append(f"same {_label(kind)}, different {_label(other)}")
+    off_diagonal = ~np.eye(n, dtype=bool)
+    if (~linked & off_diagonal).any():
+        reasons.append(f"chain of {n} ids (two share no identifier)")
+    return "; ".join(reasons)
+
+
+def _label(kind: str) -> str:
+    return {"email": "e-mail", "phone": "phone"}[kind]
+
+
+def merge_customers(frame: pd.DataFrame, id_map: pd.DataFrame) -> Step:
+    """Customers merged into their surviving id (see `match_customers`): the other ids' rows go to
+    the quarantine ('merged into customer <id> ...'); the surviving row takes any value it lacks from
+    them (from the smallest id that has one), counted as changed."""
+    moved = id_map[id_map["customer_id"] != id_map["source_customer_id"]]
+    if moved.empty:
+        return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
+    target = frame["customer_id"].astype("str").map(moved.set_index("source_customer_id")["customer_id"])
+    how = frame["customer_id"].astype("str").map(moved.set_index("source_customer_id")["matched_on"])
+    reason = "merged into customer " + target.fillna("") + " (matched on " + how.fillna("") + ")"
+    step = _split(frame, target.notna(), reason)
+    kept = step.kept.copy()
+    groups = set(moved["customer_id"])
+    is_survivor = kept["customer_id"].astype("str").isin(list(groups))
+    donors = frame[target.notna()].assign(_into=target[target.notna()]).sort_values(["_into", "customer_id"])
+    data_cols = [c for c in frame.columns if c not in (*schema.LINEAGE, "customer_id")]
+    changed = pd.Series(False, index=kept.index)
+    survivors = kept.index[is_survivor]
+    for column in data_cols:
+        current = kept.loc[survivors, column]
+        empty = current.isna() | current.astype("str").str.strip().eq("")
+        usable = donors[column].notna() & ~donors[column].astype("str").str.strip().eq("")
+        first = donors.loc[usable, column].groupby(donors.loc[usable, "_into"]).first()
+        fill = kept.loc[survivors, "customer_id"].astype("str").map(first)
+        use = empty & fill.notna()
+        if use.any():
+            kept.loc[use[use].index, column] = fill[use]
+            changed[use[use].index] = True
+    return Step(kept, step.removed, int(changed.sum()))
+
+
+def rekey_customer_id(frame: pd.DataFrame, id_map: pd.DataFrame) -> Step:
+    """Rows of merged customer ids re-keyed to the surviving id (single customer view); counted."""
+    moved = id_map[id_map["customer_id"] != id_map["source_customer_id"]]
+    if moved.empty:
+        return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
+    new = frame["customer_id"].astype("str").map(moved.set_index("source_customer_id")["customer_id"])
+    return Step(frame.assign(customer_id=new.fillna(frame["customer_id"])), frame.iloc[0:0].assign(reason=""),
+                int(new.notna().sum()))
 
 
 def _reversal_kind(frame: pd.DataFrame, rules: CleaningSection) -> pd.Series:
@@ -166,30 +537,114 @@ def _reversal_kind(frame: pd.DataFrame, rules: CleaningSection) -> pd.Series:
     return kind
 
 
-def net_refunds(frame: pd.DataFrame, rules: CleaningSection) -> Step:
+def net_refunds(frame: pd.DataFrame, rules: CleaningSection, unlinked: str = "quarantine") -> Step:
     """Refund and cancellation rows (negative amount, or a refund/cancel status) are netted into the
     order with the same order_id: the order's lines are scaled by net/gross, and the reversal row goes
-    to the quarantine as its audit trail. A reversal with no order to net into is quarantined too."""
+    to the quarantine as its audit trail. A reversal with no order to net into is quarantined too, or,
+    with `unlinked='keep'`, left for `match_cancellations`."""
     kind = _reversal_kind(frame, rules)
     is_reversal = kind.ne("")
     if not is_reversal.any():
         return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
-    sales = frame[~is_reversal]
-    gross = sales.groupby("order_id")["amount"].sum()
-    reversals = frame[is_reversal]
+    is_sale = ~is_reversal
     # Index lookups, not Series.isin: pandas' Arrow-string isin builds a scalar per looked-up value.
+    sale_orders = pd.Index(frame.loc[is_sale, "order_id"].unique())
     linked = pd.Series(False, index=frame.index)
-    linked[reversals.index] = gross.index.get_indexer(reversals["order_id"]) >= 0
+    linked[is_reversal] = sale_orders.get_indexer(frame.loc[is_reversal, "order_id"]) >= 0
     reason = pd.Series("", index=frame.index)
     reason[linked] = kind[linked] + " netted into its order"
     reason[is_reversal & ~linked] = "refund with no order to net into (" + kind[is_reversal & ~linked] + ")"
-    netted = reversals[linked[reversals.index]]
-    reversal_total = -netted["amount"].abs().groupby(netted["order_id"]).sum()
-    factor = ((gross.loc[reversal_total.index] + reversal_total) / gross.loc[reversal_total.index]).clip(lower=0)
-    scale = sales["order_id"].map(factor).astype("float64").fillna(1.0)
-    kept = sales.assign(amount=sales["amount"] * scale)
-    step = _split(frame, is_reversal, reason)
-    return Step(kept, step.removed, int((scale != 1.0).sum()))
+    remove = is_reversal if unlinked == "quarantine" else linked
+    kept = frame[~remove]
+    changed = 0
+    if linked.any():
+        netted = frame[linked]
+        orders = pd.Index(netted["order_id"].unique())
+        touched = frame.index[is_sale & (orders.get_indexer(frame["order_id"]) >= 0)]
+        gross = frame.loc[touched].groupby("order_id")["amount"].sum()
+        reversal_total = -netted["amount"].abs().groupby(netted["order_id"]).sum()
+        factor = ((gross.loc[reversal_total.index] + reversal_total) / gross.loc[reversal_total.index]).clip(lower=0)
+        scale = frame.loc[touched, "order_id"].map(factor).astype("float64").fillna(1.0)
+        kept = kept.copy()
+        kept.loc[touched, "amount"] = frame.loc[touched, "amount"] * scale
+        changed = int((scale != 1.0).sum())
+    step = _split(frame, remove, reason)
+    return Step(kept, step.removed, changed)
+
+
+def match_cancellations(frame: pd.DataFrame, rules: CleaningSection) -> Step:
+    """Refunds and cancellations with no sale in their own order (UCI Online Retail's "C" invoices)
+    matched to the same customer's earlier sales of the same product_id.
+
+    Rule: reversals are taken oldest first; each nets its amount (absolute value) out of the
+    customer's sale lines of that product dated at or before it, latest first, until the amount is
+    used up (a sale line's amount never goes below zero; its quantity loses the reversal's units,
+    shared out by amount, as UCI cancels units at the price of the day). The
+    reversal row goes to the quarantine as matched, partly matched (some of its amount found no sale)
+    or unmatched; sale lines netted to zero go to the quarantine as fully cancelled; lines netted in
+    part are kept and counted as changed. With cleaning.cancellation_matching 'off' or no product_id,
+    every such reversal is quarantined unmatched."""
+    kind = _reversal_kind(frame, rules)
+    is_reversal = kind.ne("")
+    if not is_reversal.any():
+        return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
+    reason = pd.Series("", index=frame.index)
+    if rules.cancellation_matching == "off" or "product_id" not in frame:
+        reason[is_reversal] = "refund with no order to net into (" + kind[is_reversal] + ")"
+        return _split(frame, is_reversal, reason)
+    product = frame["product_id"].astype("string").str.strip().fillna("")
+    customer_code = pd.factorize(frame["customer_id"].astype("str"))[0].astype("int64")
+    product_code, products = pd.factorize(product)
+    key = customer_code * (len(products) + 1) + product_code  # one integer per (customer, product)
+    at = np.arange(len(frame))
+    by_time = np.lexsort((frame["source_row"].to_numpy(), frame["source"].astype("str").to_numpy(),
+                          frame["order_id"].astype("str").to_numpy(), frame["order_ts"].to_numpy()))
+    rank = np.empty(len(frame), dtype="int64")
+    rank[by_time] = at  # position of each row in time order (ties: order_id, source, source_row)
+    ts = frame["order_ts"].to_numpy().astype("datetime64[us]").astype("int64")
+    reversal = is_reversal.to_numpy() & product.ne("").to_numpy()
+    wanted = np.isin(key, np.unique(key[reversal]))
+    amount = frame["amount"].to_numpy(dtype="float64", copy=True)
+    has_quantity = "quantity" in frame and pd.api.types.is_numeric_dtype(frame["quantity"])
+    quantity = frame["quantity"].to_numpy(dtype="float64", copy=True) if has_quantity else np.full(len(frame), np.nan)
+    units_out = np.zeros(len(frame))  # units netted out of each sale line
+    sale = ~is_reversal.to_numpy() & (amount > 0) & wanted
+    sale_at = at[sale][np.argsort(rank[sale], kind="stable")]
+    sales_of = pd.Series(sale_at).groupby(key[sale_at], sort=False).agg(list).to_dict()
+    reversals = at[reversal][np.argsort(rank[reversal], kind="stable")]
+    result = np.full(len(frame), "", dtype=object)
+    result[is_reversal.to_numpy()] = "unmatched"
+    for rev in reversals:
+        need, found = abs(amount[rev]), False
+        total = need
+        for i in reversed(sales_of.get(key[rev], ())):
+            if ts[i] > ts[rev] or amount[i] <= 0:
+                continue
+            found = True
+            take = min(need, amount[i])
+            # units: the reversal's own quantity, shared out by amount; else in proportion to the line
+            units_out[i] += (abs(quantity[rev]) * take / total if np.isfinite(quantity[rev]) and total > 0
+                             else quantity[i] * take / amount[i])
+            amount[i] -= take
+            need -= take
+            if need <= 1e-9:
+                break
+        result[rev] = ("partly" if need > 1e-6 else "matched") if found else "unmatched"
+    outcome = pd.Series(result, index=frame.index)[is_reversal]
+    new_amount = pd.Series(amount, index=frame.index)
+    original = frame["amount"]
+    netted = ~is_reversal & (new_amount < original - 1e-9)
+    emptied = netted & (new_amount <= 1e-6 * original.abs().clip(lower=1.0))
+    words = {"matched": " matched to the customer's earlier sales of the same product",
+             "partly": " partly matched to the customer's earlier sales of the same product (the rest found no sale)",
+             "unmatched": " with no order or earlier sale of the same product by the customer to net into"}
+    reason[outcome.index] = kind[outcome.index] + outcome.map(words)
+    reason[emptied] = "order line fully cancelled by a later refund or cancellation of the same product"
+    adjusted = frame.assign(amount=new_amount.where(~emptied, 0.0))
+    if has_quantity:
+        adjusted["quantity"] = np.where(netted, np.clip(quantity - units_out, 0, None), quantity)
+    step = _split(adjusted, is_reversal | emptied, reason, original=frame)
+    return Step(step.kept, step.removed, int((netted & ~emptied).sum()))
 
 
 def cancelled_order(frame: pd.DataFrame, keep_free: bool = False, reversed_orders: frozenset[str] = frozenset()) -> Step:
@@ -202,45 +657,135 @@ def cancelled_order(frame: pd.DataFrame, keep_free: bool = False, reversed_order
     return _split(frame, (net <= 0) & ~(free & keep_free), "order nets to zero or less after refunds (cancelled)")
 
 
-def rules_for(table: str, cfg: Config) -> list[tuple[str, callable]]:
-    """The ordered (rule name, function) list for one table."""
+MAD_SCALE = 0.6745  # Iglewicz & Hoaglin (1993): modified z = 0.6745 (x - median) / MAD
+
+
+def outlier_limit(amounts: pd.Series, threshold: float = 3.5) -> float | None:
+    """The amount above which a line is an outlier: exp(median + threshold × MAD / 0.6745) of the log
+    of the positive amounts, i.e. a modified z-score of log amount above `threshold` (Iglewicz &
+    Hoaglin 1993; on the log scale because order values are skewed). None when fewer than 10 positive
+    amounts or no spread (MAD = 0)."""
+    logs = np.log(amounts[amounts > 0].astype("float64"))
+    if len(logs) < 10:
+        return None
+    median = float(np.median(logs))
+    mad = float(np.median(np.abs(logs - median)))
+    return float(np.exp(median + threshold * mad / MAD_SCALE)) if mad > 0 else None
+
+
+def flag_outliers(frame: pd.DataFrame, action: str, limit: float | None, column: str = "amount") -> Step:
+    """Lines whose `column` is above `limit` (see `outlier_limit`): flagged in `<column>_outlier`
+    (1/0), and with action 'cap' also lowered to the limit, or with 'quarantine' removed. Flagged
+    or removed rows are counted."""
+    above = frame[column] > limit if limit is not None else pd.Series(False, index=frame.index)
+    flag = f"{column}_outlier"
+    if action == "quarantine":
+        return _split(frame, above, f"{column} above the outlier limit {limit:,.2f}" if limit is not None else "")
+    out = frame.assign(**{flag: above.astype("Int64")})
+    if action == "cap" and limit is not None:
+        out[column] = out[column].where(~above, limit)
+    return Step(out, frame.iloc[0:0].assign(reason=""), int(above.sum()))
+
+
+def _zone_differs(rules: CleaningSection, target: str) -> bool:
+    zones = rules.source_timezone
+    return bool(zones) and ({zones} if isinstance(zones, str) else set(zones.values())) != {target}
+
+
+def _converts_currency(rules: CleaningSection, target: str) -> bool:
+    return rules.currency.rates is not None or (rules.currency.source or target).upper() != target.upper()
+
+
+def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
+              details: dict | None = None) -> list[tuple]:
+    """The ordered rules for one table: (rule name, function of the table -> Step[, columns]). A rule
+    with columns runs only when the table has at least one of them. `id_map` (from
+    `match_customers`) adds the single-customer-view rules; `details` collects what the report
+    shows besides counts (the outlier limit, unrecognised countries, the rate table)."""
     rules = cfg.cleaning
+    details = {} if details is None else details
     cutoff = rules.future_cutoff or cfg.run.analysis_date or dt.date.today()
+    target_zone = cfg.run.timezone
     cols = schema.columns(table)
-    plan: list[tuple[str, callable]] = [("exact_duplicate", exact_duplicate)]
+    names = {c.name for c in cols}
+    plan: list[tuple] = []
+    if rules.exact_duplicates == "quarantine":
+        plan.append(("exact_duplicate", exact_duplicate))
     for col in cols:
         if col.kind == "id" and col.required:
-            plan.append((f"missing_{col.name}", lambda f, c=col.name: missing_id(f, c)))
+            plan.append((f"missing_{col.name}", lambda f, c=col.name: missing_id(f, c), (col.name,)))
+    if id_map is not None and table != "customers" and "customer_id" in names:
+        plan.append(("rekey_customer_id", lambda f: rekey_customer_id(f, id_map), ("customer_id",)))
     for col in cols:
         if col.kind in ("timestamp", "date", "month"):
-            plan.append((f"parse_{col.name}", lambda f, c=col: parse_dates(f, c.name, rules.date_formats, c.required, c.kind)))
+            plan.append((f"parse_{col.name}", lambda f, c=col: parse_dates(f, c.name, rules.date_formats, c.required, c.kind),
+                         (col.name,)))
+            if col.kind == "timestamp" and _zone_differs(rules, target_zone):
+                plan.append((f"timezone_{col.name}", lambda f, c=col.name: convert_timezone(f, c, rules.source_timezone, target_zone),
+                             (col.name,)))
             if col.required and col.kind == "timestamp":
-                plan.append((f"future_{col.name}", lambda f, c=col.name: future_dates(f, c, cutoff)))
+                plan.append((f"future_{col.name}", lambda f, c=col.name: future_dates(f, c, cutoff), (col.name,)))
         if col.kind in ("number", "integer", "flag"):
-            plan.append((f"parse_{col.name}", lambda f, c=col: parse_numbers(f, c.name, c.required, c.kind != "number")))
-    categories = [c.name for c in cols if c.kind == "category"]
-    plan.append(("normalise_categories", lambda f: normalise_categories(f, [c for c in categories if c in f])))
-    if table in schema.KEYS:
+            plan.append((f"parse_{col.name}", lambda f, c=col: parse_numbers(f, c.name, c.required, c.kind != "number"),
+                         (col.name,)))
+    own_country_rule = rules.country_format != "keep"
+    categories = [c.name for c in cols if c.kind == "category" and not (own_country_rule and c.name == "country")]
+    plan.append(("normalise_categories", lambda f: normalise_categories(f, [c for c in categories if c in f], rules.category_case)))
+    if own_country_rule:
+        def _country(frame: pd.DataFrame) -> Step:
+            details.setdefault("unrecognised_countries", {})[table] = country_codes(frame["country"], rules.country_format,
+                                                                                   rules.country_aliases)[1]
+            return normalise_country(frame, "country", rules.country_format, rules.country_aliases)
+
+        plan.append(("normalise_country", _country, ("country",)))
+    plan.append(("normalise_contacts", contacts_counted, ("email_status", "phone_status")))
+    if table in schema.KEYS and rules.key_duplicates == "quarantine":
         plan.append(("duplicate_key", lambda f: duplicate_key(f, schema.KEYS[table])))
+    if table == "customers":
+        source_order = [str(source.path) for source in cfg.data.sources.customers]
+
+        def _merge(frame: pd.DataFrame) -> Step:
+            details["id_map"] = matched = match_customers(frame, rules.identity, source_order)
+            return merge_customers(frame, matched)
+
+        plan.append(("merge_customers", _merge, ("customer_id",)))
     if table == "transactions":
         netted: set[str] = set()  # order ids net_refunds netted a reversal into, for cancelled_order
 
+        def _convert(frame: pd.DataFrame) -> Step:
+            path = cfg.resolve(rules.currency.rates) if rules.currency.rates is not None else None
+            rates = load_rates(path) if path is not None else None
+            details["rates"] = str(rules.currency.rates) if path is not None else ""
+            return convert_currency(frame, rates, cfg.run.currency, rules.currency.source, rules.currency.max_rate_age_days,
+                                    rules.currency.missing_rate, str(path) if path else "cleaning.currency.rates")
+
         def _net(frame: pd.DataFrame) -> Step:
-            step = net_refunds(frame, rules)
+            step = net_refunds(frame, rules, unlinked="keep")
             netted.update(step.removed["order_id"].dropna())
             return step
 
+        def _outliers(frame: pd.DataFrame) -> Step:
+            details["outlier_limit"] = limit = outlier_limit(frame["amount"], rules.outliers.threshold)
+            return flag_outliers(frame, rules.outliers.action, limit)
+
+        # with a rate table or a source currency: always; else only when rows carry a currency
+        plan.append(("convert_currency", _convert) if _converts_currency(rules, cfg.run.currency)
+                    else ("convert_currency", _convert, ("currency",)))
         keep_free = rules.free_orders == "keep"
-        plan += [("net_refunds", _net), ("cancelled_order", lambda f: cancelled_order(f, keep_free, frozenset(netted)))]
+        plan += [("net_refunds", _net), ("match_cancellations", lambda f: match_cancellations(f, rules)),
+                 ("cancelled_order", lambda f: cancelled_order(f, keep_free, frozenset(netted)))]
+        if rules.outliers.action != "off":
+            plan.append(("outliers_amount", _outliers))
     return plan
 
 
-def clean_table(table: str, frame: pd.DataFrame, cfg: Config) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+def clean_table(table: str, frame: pd.DataFrame, cfg: Config, id_map: pd.DataFrame | None = None,
+                details: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """Apply the table's rules in order. Returns (clean, quarantine, ledger rows)."""
     ledger, removed = [], []
     current = frame
-    for rule, apply in rules_for(table, cfg):
-        if rule.startswith(("parse_", "missing_")) and rule.split("_", 1)[1] not in current:
+    for rule, apply, *needs in rules_for(table, cfg, id_map, details):
+        if needs and not any(c in current for c in needs[0]):
             continue  # optional column absent from this table
         step = apply(current)
         ledger.append({"stage": STAGE, "table": table, "rule": rule, "rows_in": len(current),
@@ -255,24 +800,29 @@ def clean_table(table: str, frame: pd.DataFrame, cfg: Config) -> tuple[pd.DataFr
 
 
 def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> Cleaned:
-    """Clean every canonical table; see `clean_table`."""
+    """Clean every canonical table (see `clean_table`). Customers go first: their clean rows give the
+    single customer view (`match_customers`), whose merged ids the other tables are re-keyed to."""
     out = Cleaned()
-    ledgers = []
-    for table, frame in tables.items():
-        out.tables[table], out.quarantine[table], ledger = clean_table(table, frame, cfg)
-        ledgers.append(ledger)
-    out.quality = pd.concat(ledgers, ignore_index=True)
+    ledgers = {}
+    for table in sorted(tables, key=lambda name: name != "customers"):
+        out.tables[table], out.quarantine[table], ledgers[table] = clean_table(
+            table, tables[table], cfg, out.details.get("id_map"), out.details)
+    out.id_map = out.details.pop("id_map", None)
+    out.quality = pd.concat([ledgers[t] for t in tables], ignore_index=True)
     return out
 
 
 def save(run_dir, cleaned: Cleaned) -> None:
-    """Write tables/clean_<table>.parquet, tables/quarantine/<table>.parquet, tables/data_quality.csv."""
+    """Write tables/clean_<table>.parquet, tables/quarantine/<table>.parquet, tables/data_quality.csv,
+    and with customers, tables/customer_id_map.csv (the single customer view)."""
     from crmbook import store
 
     for name, frame in cleaned.tables.items():
         store.write_table(run_dir, f"clean_{name}", frame)
         store.write_table(run_dir, f"quarantine/{name}", cleaned.quarantine[name])
     store.write_table(run_dir, "data_quality", cleaned.quality, fmt="csv")
+    if cleaned.id_map is not None:
+        store.write_table(run_dir, "customer_id_map", cleaned.id_map, fmt="csv")
 
 
 def load_clean(cfg: Config, run_dir) -> dict[str, pd.DataFrame]:
@@ -299,14 +849,99 @@ def monthly_revenue(transactions: pd.DataFrame) -> pd.DataFrame:
             .agg(revenue=("amount", "sum"), orders=("order_id", "nunique")))
 
 
+#: Rules whose removals, and whose rewrites, are defects of the data: they lower the quality score.
+#: The others record business events or conversions (refunds and cancellations netted, customers
+#: merged, time zones and currencies converted, outliers flagged) and do not.
+DEFECT_REMOVALS = ("exact_duplicate", "missing_", "parse_", "future_", "duplicate_key", "convert_currency")
+DEFECT_REWRITES = ("missing_", "parse_", "normalise_")
+
+
+def quality_scores(quality: pd.DataFrame) -> pd.DataFrame:
+    """Data-quality score per table = 1 − (rows removed for a defect + rows a rule had to rewrite)
+    / rows read, at least 0. Defects: exact and key duplicates, missing or invalid required fields,
+    future dates and rows with no exchange rate (removed); dates in another format, unparseable
+    optional values, untrimmed ids and categories, e-mails, phones and countries not in their normal
+    form (rewritten; a row rewritten by two rules counts twice). Refunds, cancellations, merged
+    customers and outlier flags are not defects. One row per table, in ledger order."""
+    rows = []
+    for table, ledger in quality.groupby("table", sort=False):
+        read = int(ledger["rows_in"].iloc[0])
+        removed = int(ledger.loc[ledger["rule"].str.startswith(DEFECT_REMOVALS), "rows_quarantined"].sum())
+        rewritten = int(ledger.loc[ledger["rule"].str.startswith(DEFECT_REWRITES), "rows_changed"].sum())
+        rows.append({"table": table, "rows_read": read, "defect_rows_removed": removed, "rows_rewritten": rewritten,
+                     "other_rows_removed": int(ledger["rows_quarantined"].sum()) - removed,
+                     "rows_kept": int(ledger["rows_out"].iloc[-1]),
+                     "score": max(0.0, 1 - (removed + rewritten) / read) if read else float("nan")})
+    return pd.DataFrame(rows, columns=["table", "rows_read", "defect_rows_removed", "rows_rewritten",
+                                       "other_rows_removed", "rows_kept", "score"])
+
+
+def overall_score(scores: pd.DataFrame) -> float:
+    """The tables' scores weighted by rows read."""
+    read = scores["rows_read"].sum()
+    return float((scores["score"] * scores["rows_read"]).sum() / read) if read else float("nan")
+
+
+def score_table(cleaned: Cleaned) -> pd.DataFrame:
+    """`quality_scores` with the score as a percentage (for the report)."""
+    scores = quality_scores(cleaned.quality)
+    return scores.assign(score=scores["score"].map(lambda s: f"{s:.1%}"))
+
+
+def reason_counts(cleaned: Cleaned) -> pd.DataFrame:
+    """Quarantined rows per table, rule and reason, in ledger order (matched and unmatched
+    cancellations, merged customers ... each on its own line)."""
+    parts = [q.groupby(["rule", "reason"], sort=False).size().rename("rows").reset_index().assign(table=table)
+             for table, q in cleaned.quarantine.items() if len(q)]
+    if not parts:
+        return pd.DataFrame(columns=["table", "rule", "reason", "rows"])
+    return pd.concat(parts, ignore_index=True)[["table", "rule", "reason", "rows"]]
+
+
+def identity_counts(id_map: pd.DataFrame | None) -> dict[str, int]:
+    """The single customer view in numbers: customer ids, ids matched to another, groups, ids re-keyed
+    to a surviving id, ambiguous groups and their ids (kept apart unless identity.ambiguous is merge)."""
+    if id_map is None or id_map.empty:
+        return {"ids": 0, "matched_ids": 0, "groups": 0, "rekeyed_ids": 0, "ambiguous_groups": 0, "ambiguous_ids": 0}
+    grouped = id_map[id_map["group_size"] > 1]
+    ambiguous = grouped[grouped["ambiguous"].ne("")]
+    return {"ids": len(id_map), "matched_ids": len(grouped), "groups": int(grouped["group_id"].nunique()),
+            "rekeyed_ids": int((id_map["customer_id"] != id_map["source_customer_id"]).sum()),
+            "ambiguous_groups": int(ambiguous["group_id"].nunique()), "ambiguous_ids": len(ambiguous)}
+
+
+def identity_table(id_map: pd.DataFrame | None, ambiguous_only: bool = False) -> pd.DataFrame:
+    """The matched ids of the single customer view (ids only, no e-mails or phones), by group."""
+    if id_map is None:
+        return pd.DataFrame(columns=["group_id", "source", "source_customer_id", "customer_id", "matched_on", "ambiguous"])
+    rows = id_map[(id_map["group_size"] > 1) & (id_map["ambiguous"].ne("") if ambiguous_only else True)]
+    return rows.sort_values(["group_id", "source", "source_customer_id"])[
+        ["group_id", "source", "source_customer_id", "customer_id", "matched_on", "ambiguous"]]
+
+
+MASK = "•••"
+
+
+def mask_pii(frame: pd.DataFrame) -> pd.DataFrame:
+    """Names, e-mails and phones, and their hashes, replaced by a mask where not empty (for reports)."""
+    columns = [c for c in frame.columns if c in schema.PII_COLUMNS or str(c).endswith("_hash")]
+    out = frame.copy()
+    for column in columns:
+        text = out[column].astype("string").fillna("")
+        out[column] = text.where(text.isin(["", "nan", "None", "<NA>"]), MASK)
+    return out
+
+
 def summarise(cleaned: Cleaned, cfg: Config):
     """KPI cards and findings for the 02 report."""
     from crmbook import report
 
     lang, q = cfg.report.language, cleaned.quality
+    scores = quality_scores(q)
     cards = [report.Card(report.t("rows_read", lang), report.number(q.groupby("table")["rows_in"].first().sum())),
              report.Card(report.t("rows_kept", lang), report.number(sum(len(f) for f in cleaned.tables.values()))),
-             report.Card(report.t("rows_quarantined", lang), report.number(q["rows_quarantined"].sum()))]
+             report.Card(report.t("rows_quarantined", lang), report.number(q["rows_quarantined"].sum())),
+             report.Card(report.t("cl_quality_score", lang), f"{overall_score(scores):.1%}", report.t("cl_quality_score_note", lang))]
     findings: list[str] = []
     orders = cleaned.tables.get("transactions")
     if orders is not None:
@@ -327,19 +962,73 @@ def summarise(cleaned: Cleaned, cfg: Config):
         cancelled = tq.loc[tq["rule"] == "cancelled_order", "rows_quarantined"].sum()
         if netted:
             findings.append(report.say("f_refunds", lang, n=report.number(netted), cancelled=report.number(cancelled)))
+        matched = cancellation_counts(cleaned)
+        if sum(matched.values()):
+            findings.append(report.say("cl_f_cancel_match", lang, **{k: report.number(v) for k, v in matched.items()}))
+    ids = identity_counts(cleaned.id_map)
+    if ids["matched_ids"]:
+        findings.append(report.say("cl_f_identity", lang, **{k: report.number(v) for k, v in ids.items()}))
     top = removed_by_reason(cleaned)
     if len(top):
         findings.append(report.say("f_top_rule", lang, rule=top.index[0], n=report.number(top.iloc[0])))
     rewritten = q.loc[q["rule"].str.startswith(("parse_", "normalise_")), "rows_changed"].sum()
     if rewritten:
         findings.append(report.say("f_rewritten", lang, n=report.number(rewritten)))
+    findings.append(report.say("cl_f_quality", lang, score=f"{overall_score(scores):.1%}",
+                               tables=", ".join(f"{r.table} {r.score:.1%}" for r in scores.itertuples())))
     return report.StageSummary(cards, findings[:5])
 
 
+def cancellation_counts(cleaned: Cleaned) -> dict[str, int]:
+    """Refunds and cancellations with no sale in their own order: matched to the customer's earlier
+    sales of the product, partly matched, unmatched; and the sale lines they fully cancelled."""
+    q = cleaned.quarantine.get("transactions")
+    if q is None or q.empty:
+        return {"matched": 0, "partly": 0, "unmatched": 0, "lines": 0}
+    reason = q.loc[q["rule"] == "match_cancellations", "reason"]
+    return {"matched": int(reason.str.contains(" matched to the customer").sum() - reason.str.contains("partly matched").sum()),
+            "partly": int(reason.str.contains("partly matched").sum()),
+            "unmatched": int(reason.str.contains(" with no order").sum() + reason.str.startswith("refund with no order").sum()),
+            "lines": int(reason.str.startswith("order line fully cancelled").sum())}
+
+
+def outlier_note(cleaned: Cleaned, cfg: Config) -> str:
+    """One sentence on the outlier rule: limit, lines flagged and what was done (for the report);
+    empty without transactions."""
+    from crmbook import report
+
+    lang, ledger = cfg.report.language, cleaned.quality
+    if "transactions" not in cleaned.tables:
+        return ""
+    rows = ledger[(ledger["table"] == "transactions") & (ledger["rule"] == "outliers_amount")]
+    limit = cleaned.details.get("outlier_limit")
+    if rows.empty:
+        return report.t("cl_outliers_off", lang)
+    if limit is None:
+        return report.t("cl_outliers_none", lang)
+    n = int(rows["rows_quarantined"].iloc[0] + rows["rows_changed"].iloc[0])
+    return report.say(f"cl_outliers_{cfg.cleaning.outliers.action}", lang, n=report.number(n),
+                      limit=report.money(limit, cfg.run.currency), z=cfg.cleaning.outliers.threshold)
+
+
+def identity_note(cleaned: Cleaned, cfg: Config) -> str:
+    """The single-customer-view rule and its counts in one paragraph (for the report)."""
+    from crmbook import report
+
+    lang = cfg.report.language
+    if cleaned.id_map is None:
+        return report.t("cl_identity_none", lang)
+    on = " / ".join(report.t(f"cl_id_{kind}", lang) for kind in cfg.cleaning.identity.match_on) or "-"
+    counts = {k: report.number(v) for k, v in identity_counts(cleaned.id_map).items()}
+    return report.say(f"cl_identity_rule_{cfg.cleaning.identity.ambiguous}", lang, on=on,
+                      max=cfg.cleaning.identity.max_group_size, **counts)
+
+
 def quarantine_sample(quarantine: pd.DataFrame, per_rule: int = 3) -> pd.DataFrame:
-    """A few quarantined rows per rule, reason and lineage first (for the report)."""
+    """A few quarantined rows per rule and reason, reason and lineage first, personal data masked
+    (`mask_pii`), for the report."""
     first = ["rule", "reason", "source", "source_row"]
-    sample = quarantine.groupby("rule", sort=False).head(per_rule)
+    sample = mask_pii(quarantine.groupby(["rule", "reason"], sort=False).head(per_rule))
     return sample[first + [c for c in sample.columns if c not in first]]
 
 
@@ -347,3 +1036,41 @@ def rules_that_acted(quality: pd.DataFrame) -> pd.DataFrame:
     """The ledger rows of rules that removed or rewrote something (for the report)."""
     acted = (quality["rows_quarantined"] > 0) | (quality["rows_changed"] > 0)
     return quality[acted].drop(columns=["stage"])
+
+
+def country_note(cleaned: Cleaned, cfg: Config) -> str | None:
+    """The country spellings no rule recognised, per table (for the report); None when all were."""
+    from crmbook import report
+
+    unknown = {t: v for t, v in cleaned.details.get("unrecognised_countries", {}).items() if v}
+    if not unknown:
+        return None
+    values = "; ".join(f"{table}: {', '.join(names[:20])}" for table, names in unknown.items())
+    return report.say("cl_cap_countries", cfg.report.language, values=values)
+
+
+def contact_table(tables: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """E-mails and phones per normalisation status, from the canonical tables (for the report)."""
+    parts = [contact_counts(frame).assign(table=name) for name, frame in tables.items()
+             if {"email_status", "phone_status"} & set(frame.columns)]
+    if not parts:
+        return pd.DataFrame(columns=["table", "field", "status", "rows"])
+    return pd.concat(parts, ignore_index=True)[["table", "field", "status", "rows"]]
+
+
+def heading(key: str, language: str):
+    """A section heading in the report language."""
+    from IPython.display import Markdown
+
+    from crmbook import report
+
+    return Markdown(f"## {report.t(key, language)}")
+
+
+def note(text: str):
+    """A paragraph of generated text."""
+    import html
+
+    from IPython.display import HTML
+
+    return HTML(f"<p>{html.escape(text)}</p>")

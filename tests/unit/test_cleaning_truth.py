@@ -6,6 +6,7 @@ import pandas as pd
 import pytest
 
 from crmbook import cleaning, config, ingestion, synth
+from crmbook.config import CleaningSection
 from tests.conftest import write_params
 
 # truth.json key -> (table, rule, what is compared, how the quarantine reason starts)
@@ -21,9 +22,15 @@ REMOVED = {
 
 
 @pytest.fixture(scope="module")
-def cleaned_demo(tmp_path_factory):
+def demo(tmp_path_factory):
     folder = tmp_path_factory.mktemp("truth")
     data = synth.generate(folder / "demo", customers=2000, seed=7, messy=True)
+    return folder, data
+
+
+@pytest.fixture(scope="module")
+def cleaned_demo(demo):
+    folder, data = demo
     cfg = config.load(write_params(folder, data))
     tables, _ = ingestion.ingest(cfg)
     return cleaning.clean(tables, cfg), json.loads((data / "truth.json").read_text())
@@ -68,3 +75,23 @@ def test_clean_orders_match_the_genuine_orders(cleaned_demo):
     assert orders["order_id"].is_unique
     assert orders["category"].nunique() == orders["category"].str.strip().str.casefold().nunique()
     assert orders["order_ts"].max() <= pd.Timestamp(truth["end"]) + pd.Timedelta(days=1)
+
+
+@pytest.mark.parametrize("region, status", [("CN", "normalised"), (None, "no_country_code")])
+def test_phones_missing_their_country_code_are_the_ones_the_generator_wrote_dashed(demo, region, status):
+    _, data = demo
+    truth = json.loads((data / "truth.json").read_text())
+    raw = pd.read_csv(data / "customers.csv", encoding=truth["encodings"]["customers.csv"], dtype=str, keep_default_na=False)
+    out = cleaning.normalise_contacts(raw.rename(columns={"Email": "email", "Phone": "phone"}),
+                                      CleaningSection(phone_region=region))
+    dashed = truth["defects"]["customers"]["phone_dashed_format"]
+    assert 0 < dashed < len(raw)
+    assert out["phone_status"].value_counts().to_dict() == {status: dashed, "kept": len(raw) - dashed}
+    assert (out["email_status"] == "kept").all()  # the generator writes every e-mail in normal form
+
+
+def test_demo_customers_share_no_email_so_nothing_is_merged_on_it(cleaned_demo):
+    cleaned, truth = cleaned_demo
+    id_map = cleaned.id_map
+    assert len(id_map) == len(cleaned.tables["customers"]) == len(truth["customer_segment"])
+    assert not id_map["matched_on"].str.contains("email").any()  # the generator makes every e-mail unique
