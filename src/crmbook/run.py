@@ -29,8 +29,13 @@ from importlib import metadata
 from multiprocessing import get_context
 from pathlib import Path
 
+from typing import TYPE_CHECKING
+
 from crmbook import config
 from crmbook.errors import CrmbookError, InputError, RunError
+
+if TYPE_CHECKING:
+    from crmbook import report
 
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
@@ -295,6 +300,7 @@ def run(opts: RunOptions) -> Path:
         partial = reports_dir / f".{run_id}.partial"
         (partial / "notebooks").mkdir(parents=True)
         started = dt.datetime.now(dt.UTC)
+        info = None
         previous = signal.signal(signal.SIGTERM, _terminate)
         error: str | None = None
         _say(opts, f"crmbook run {run_id}: {len(selected)} stage(s), params {opts.params_path}")
@@ -304,11 +310,7 @@ def run(opts: RunOptions) -> Path:
         try:
             for wave in waves:
                 _run_wave(wave, opts, cfg, partial, results)
-            exp = report.exporter()
-            for stage in selected:
-                report.export_html(partial / "notebooks" / f"{stage.name}.ipynb", partial / f"{stage.name}.html",
-                                   title=f"{cfg.report.title} · {report.t(stage.name, cfg.report.language)}",
-                                   language=cfg.report.language, exp=exp)
+            info = publish_reports(cfg, partial, run_id, started, selected)
         except BaseException as exc:  # noqa: BLE001 - every failure must end as a .failed run
             error = exc.args[0] if isinstance(exc, CrmbookError) else _failure_reason(exc)
             if not isinstance(exc, (CrmbookError, KeyboardInterrupt)):
@@ -316,11 +318,10 @@ def run(opts: RunOptions) -> Path:
         finally:
             signal.signal(signal.SIGTERM, previous)
         status = "failed" if error else "succeeded"
-        summaries = {}
-        for path in sorted((partial / "summary").glob("*.json")):
-            summaries[path.stem] = json.loads(path.read_text(encoding="utf-8"))
         manifest = build_manifest(run_id, cfg, list(results.values()), partial, started, status, error)
-        report.write_index(partial, manifest, summaries, cfg.report.language)
+        if info is not None:
+            manifest["as_of"] = info.as_of
+        write_run_index(cfg, partial, manifest)
         (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
         if error:
             failed = reports_dir / f"{run_id}.failed"
@@ -331,6 +332,65 @@ def run(opts: RunOptions) -> Path:
         point_latest(reports_dir, run_id)
         _say(opts, f"crmbook run {run_id}: succeeded in {manifest['duration_s']:.1f} s -> {final}/index.html")
         return final
+
+
+def data_as_of(cfg: config.Config, run_dir: Path) -> str | None:
+    """The date the numbers are as of: `run.analysis_date`, else the day after the last clean order."""
+    if cfg.run.analysis_date:
+        return cfg.run.analysis_date.isoformat()
+    path = run_dir / "tables" / "clean_transactions.parquet"
+    if not path.is_file():
+        return None
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    last = pc.max(pq.read_table(path, columns=["order_ts"])["order_ts"]).as_py()
+    if last is None:
+        return None
+    return ((last.date() if isinstance(last, dt.datetime) else last) + dt.timedelta(days=1)).isoformat()
+
+
+def publish_reports(cfg: config.Config, run_dir: Path, run_id: str, started: dt.datetime,
+                    stages: tuple[Stage, ...]) -> report.RunInfo:
+    """The end of a run whose stages succeeded: the data dictionary (tables/README.md), the Excel
+    workbook of the key tables, and each stage's HTML report with its cards' changes against the
+    previous run of the same params file in the reports folder. Returns the reports' `RunInfo`."""
+    from crmbook import exports, report
+
+    language, currency = cfg.report.language, cfg.run.currency
+    exports.write_data_dictionary(run_dir / "tables", language, currency)
+    workbook = exports.write_workbook(run_dir / "tables", run_dir / f"crmbook_{run_id}.xlsx", language, currency)
+    earlier = report.earlier_runs(run_dir.parent, run_id)
+    previous = report.read_summaries(earlier[-1]) if earlier else {}
+    sources = [(table, cfg.resolve(src.path).name) for table, items in cfg.data.sources.items() for src in items]
+    if cfg.attribution.paths_file is not None:
+        sources.append(("attribution_paths", cfg.resolve(cfg.attribution.paths_file).name))
+    info = report.RunInfo(
+        run_id=run_id, title=cfg.report.title, language=language, as_of=data_as_of(cfg, run_dir),
+        run_date=report.run_date(started), params_file=cfg.params_file.name, version=metadata.version("crmbook"),
+        sources=tuple(sources), previous_run=earlier[-1].name if earlier else None,
+        workbook=workbook.name if workbook else None, dictionary=True)
+    summaries = report.read_summaries(run_dir)
+    exp = report.exporter()
+    for stage in stages:
+        report.export_html(run_dir / "notebooks" / f"{stage.name}.ipynb", run_dir / f"{stage.name}.html", stage.name, info,
+                           report.changes_against(summaries.get(stage.name), previous.get(stage.name), language), exp)
+    return info
+
+
+def write_run_index(cfg: config.Config, run_dir: Path, manifest: dict) -> Path:
+    """index.html of a finished or failed run, with the KPI history of the earlier runs of the same
+    params file in the reports folder."""
+    from crmbook import report
+
+    run_id = manifest["run_id"]
+    earlier = report.earlier_runs(run_dir.parent, run_id)
+    history = [(folder.name, report.read_summaries(folder)) for folder in earlier[-(report.HISTORY_RUNS - 1):]]
+    workbook = run_dir / f"crmbook_{run_id}.xlsx"
+    return report.write_index(run_dir, manifest, report.read_summaries(run_dir), cfg.report.language,
+                              previous=history[-1][1] if history else None, previous_run=earlier[-1].name if earlier else None,
+                              history=history, workbook=workbook.name if workbook.is_file() else None,
+                              dictionary=(run_dir / "tables" / "README.md").is_file())
 
 
 def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: Path, results: dict[str, StageResult]) -> None:

@@ -3,6 +3,7 @@ and what the HTML reports must never contain."""
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from pathlib import Path
 
@@ -110,3 +111,90 @@ def test_reports_contain_no_code_and_no_pii(workspace, demo_dir):
         leaked = [v for v in pii if v in html]
         assert not leaked, f"{page.name} shows personal data: {leaked[:3]}"
         assert "cdn.jsdelivr" not in html and "require.js" not in html and "mathjax" not in html.lower()
+
+
+MAX_REPORT_BYTES = 1_500_000
+#: A reference that makes a browser fetch from a network: src/href/poster to http(s) or //host,
+#: url(...) in CSS to one, @import.
+NETWORK_REFERENCE = re.compile(r"""\b(?:src|href|poster|srcset)\s*=\s*["']?\s*(?:https?:)?//|url\(\s*["']?\s*(?:https?:)?//|@import""", re.I)
+
+
+def test_reports_are_small_and_reference_nothing_online(workspace):
+    pages = sorted(workspace["first"].glob("*.html"))
+    assert len(pages) == 7
+    for page in pages:
+        assert page.stat().st_size <= MAX_REPORT_BYTES, f"{page.name}: {page.stat().st_size:,} bytes"
+        html = page.read_text(encoding="utf-8")
+        found = NETWORK_REFERENCE.search(html)
+        assert found is None, f"{page.name} references the network: {html[found.start():found.start() + 80]!r}"
+        assert "<script src" not in html and "<link" not in html
+
+
+def test_every_report_has_the_header_toc_cards_findings_and_footer(workspace):
+    from bs4 import BeautifulSoup
+
+    run = workspace["first"]
+    for page in sorted(run.glob("[0-9][0-9]_*.html")):
+        soup = BeautifulSoup(page.read_text(encoding="utf-8"), "html.parser")
+        header = soup.select_one("header.crm-header")
+        assert header is not None and header.h1.get_text(strip=True), page.name
+        assert run.name in header.get_text() and "2025-01-01" in header.select_one(".crm-asof").get_text()
+        links = soup.select("nav.crm-toc ol a")
+        assert len(links) >= 3 and all(soup.find(id=a["href"][1:]).name in ("h2", "h3") for a in links), page.name
+        assert soup.select(".crm-body .crm-card") and soup.select_one(".crm-body .crm-findings"), page.name
+        footer = soup.select_one("footer.crm-footer")
+        assert {"manifest.json", "index.html", "tables/README.md", f"crmbook_{run.name}.xlsx"} <= {a["href"] for a in footer.find_all("a")}
+    index = (run / "index.html").read_text(encoding="utf-8")
+    for stage in json.loads((run / "manifest.json").read_text())["stages"]:
+        assert f'href="{stage["name"]}.html"' in index
+
+
+def test_excel_workbook_sheets_equal_their_csvs(workspace):
+    from openpyxl import load_workbook
+
+    from crmbook import exports
+
+    run = workspace["first"]
+    path = run / f"crmbook_{run.name}.xlsx"
+    book = load_workbook(path)
+    csvs = {p.stem for p in (run / "tables").glob("*.csv")}
+    sheets = [name for name in book.sheetnames if name != exports.DICTIONARY_SHEET]
+    assert {"kpis", "segment_profiles", "attribution", "clv_model_params", "data_quality"} <= set(sheets) <= csvs
+    for name in sheets:
+        assert book[name].freeze_panes == "A2" and book[name]["A1"].font.bold
+        actual = pd.read_excel(path, sheet_name=name)
+        for column in actual.columns:
+            if pd.api.types.is_datetime64_any_dtype(actual[column]):
+                actual[column] = actual[column].dt.strftime("%Y-%m-%d")
+        pd.testing.assert_frame_equal(actual, pd.read_csv(run / "tables" / f"{name}.csv"), check_dtype=False, obj=name)
+
+
+def test_every_csv_column_is_in_the_data_dictionary(workspace):
+    from crmbook import exports
+
+    tables = workspace["first"] / "tables"
+    assert exports.undocumented(tables) == []
+    readme = (tables / "README.md").read_text(encoding="utf-8")
+    for table in exports.csv_tables(tables):
+        assert f"## {table.name}.csv" in readme
+        for column in pd.read_csv(table.paths[0], nrows=1).columns:
+            assert f"| `{column}` |" in readme, f"{table.name}.csv: {column}"
+
+
+def test_reports_compare_with_the_previous_run(workspace):
+    reports = workspace["reports"]
+    good = sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0].isdigit() and "." not in p.name)
+    if len(good) < 2:
+        result = crmbook("run", "--params", str(workspace["params"]), "--reports-dir", str(reports))
+        assert result.returncode == 0, result.stderr
+        good = sorted(p for p in reports.iterdir() if p.is_dir() and not p.is_symlink() and p.name[0].isdigit() and "." not in p.name)
+    latest, before = good[-1], good[-2]
+    from bs4 import BeautifulSoup
+
+    page = BeautifulSoup((latest / "03_segmentation.html").read_text(encoding="utf-8"), "html.parser")
+    assert before.name in page.select_one("header .crm-compare").get_text()
+    assert page.select(".crm-body .crm-card .change")  # the same inputs: every numeric card "unchanged"
+    assert {c.get_text(" ", strip=True) for c in page.select(".crm-body .crm-card .change")} == {"▬ unchanged"}
+    index = BeautifulSoup((latest / "index.html").read_text(encoding="utf-8"), "html.parser")
+    header = [th.get("title") for th in index.select("table.crm-history thead th")]
+    assert header[-2:] == [before.name, latest.name]
