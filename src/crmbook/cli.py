@@ -68,5 +68,15 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def entry() -> None:
+    """The `crmbook` command: main(), then leave without the interpreter's teardown, where DuckDB's
+    bindings can print "nanobind: leaked N instances" after the last useful line (the error a user
+    must read is the one line before it)."""
+    code = main()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    entry()

@@ -144,6 +144,13 @@ def _ipc_kernel_manager(socket_dir: Path):
         def _ip_default(self) -> str:
             return str(socket_dir / "kernel")
 
+        async def start_kernel(self, **kw) -> None:
+            # The kernel's own stderr (library warnings; DuckDB's "nanobind: leaked instances" at
+            # exit) goes to a file beside its sockets, not into the run's output: the notebook keeps
+            # every cell's output, and the folder is kept when the stage fails.
+            with open(socket_dir / "kernel-stderr.log", "ab") as log:
+                await super().start_kernel(**{"stderr": log, **kw})
+
         async def _async_interrupt_kernel(self) -> None:
             # jupyter_client interrupts before every shutdown; an idle kernel then logs
             # "ERROR | KeyboardInterrupt caught in kernel" into the run's output, which reads like
