@@ -71,3 +71,14 @@ def test_kernel_shutdown_sends_no_interrupt(tmp_path, monkeypatch):
     for manager in (AsyncKernelManager, _ipc_kernel_manager(tmp_path)):
         asyncio.run(start_and_stop(manager))
     assert interrupts == ["AsyncKernelManager"]  # jupyter_client's own manager does interrupt
+
+
+def test_stages_that_read_clv_run_after_it():
+    """03, 05 and 06 read 04's clv_customers when it exists: running them beside 04 made their
+    tables depend on which finished first (segment_profiles.mean_clv differed between two runs)."""
+    from crmbook.run import NOTEBOOKS
+
+    waves = [[s.name for s in wave] for wave in plan_waves(discover_stages(NOTEBOOKS))]
+    clv = next(i for i, wave in enumerate(waves) if "04_clv" in wave)
+    for stage in ("03_segmentation", "05_attribution", "06_performance"):
+        assert next(i for i, wave in enumerate(waves) if stage in wave) > clv
