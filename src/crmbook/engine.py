@@ -3,8 +3,9 @@ return one row per customer (or per cohort cell), never all transaction rows in 
 
 Time is counted in whole days between purchase *days* (several orders on one day are one
 purchase occasion, as in Fader, Hardie & Lee 2005); `time_unit="weeks"` divides by 7.
-Amounts are summed as DECIMAL(38, 6): exact, so the result does not depend on the order in which
-DuckDB's threads add rows (a DOUBLE sum can move a cent between runs).
+Amounts are summed exactly (DECIMAL(38, 6), or whole micro-units as integers in `customer_summary`),
+so the result does not depend on the order in which DuckDB's threads add rows (a DOUBLE sum can
+move a cent between runs).
 Written as DuckDB SQL for now; the Ibis port that also runs on PySpark is issue 9.
 """
 from __future__ import annotations
@@ -18,6 +19,11 @@ import duckdb
 import pandas as pd
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
+# An order line's amount in whole micro-units (1e-6), as BIGINT: sums of integers are exact, so they do
+# not depend on the order in which DuckDB's threads add rows. Orders' and days' totals are BIGINT too
+# (|total| < 9.2e12 currency units, else DuckDB raises an out-of-range error: never a silent overflow);
+# this is about 15% faster on 10M lines than DECIMAL(38, 6), whose sums and arg_min run on 128-bit values.
+_MICROS = "CAST(ROUND(amount * 1000000) AS BIGINT)"
 
 
 def connect(memory_limit: str = "4GB", threads: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
@@ -44,34 +50,42 @@ def customer_summary(con: duckdb.DuckDBPyConnection, transactions: str | Path, a
                      time_unit: str = "days") -> pd.DataFrame:
     """One row per customer from the transactions up to and including `analysis_date`:
 
-    first_purchase, last_purchase (dates) · orders (distinct order ids) · revenue (net) ·
-    purchase_days · frequency = purchase_days − 1 (repeat purchases, BG/NBD's x) ·
+    first_purchase, last_purchase (dates) · orders (distinct order ids per purchase day, summed) ·
+    revenue (net) · purchase_days · frequency = purchase_days − 1 (repeat purchases, BG/NBD's x) ·
     recency = last − first purchase day (t_x) · T = analysis_date − first purchase day ·
     recency_days = analysis_date − last purchase day (RFM recency, always in days) ·
     monetary = mean value of the repeat purchase days (Gamma-Gamma's z̄; 0 without repeats) ·
     aov = revenue / orders · mean_interpurchase_days = recency in days / frequency (empty without repeats).
-    Sorted by customer_id."""
+    Sorted by customer_id.
+
+    Three hash aggregations, no window and no DISTINCT aggregate: order lines → orders (customer,
+    day, order id), orders → purchase days (their count is the day's orders), days → customers, where
+    the first day's value is `arg_min(value, day)` (a customer's days are distinct). DuckDB runs a
+    DISTINCT aggregate or `MIN() OVER (PARTITION BY ...)` with an extra hash table or a sort of every
+    purchase day: about twice the time of this plan on 10M lines. Money is summed in whole
+    micro-units as integers (see `_MICROS`). The date filter compares the timestamp itself.
+    """
     unit = _unit(time_unit)
     return con.execute(
-        """
-        WITH days AS (
-            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM(amount::DECIMAL(38, 6)) AS value, COUNT(DISTINCT order_id) AS orders
-            FROM read_parquet(?) WHERE CAST(order_ts AS DATE) <= ?
-            GROUP BY customer_id, day
-        ), ranked AS (
-            SELECT *, MIN(day) OVER (PARTITION BY customer_id) AS first_day FROM days
+        f"""
+        WITH orders AS (
+            SELECT customer_id, CAST(order_ts AS DATE) AS day, SUM({_MICROS})::BIGINT AS value
+            FROM read_parquet(?) WHERE order_ts < CAST(? AS DATE) + INTERVAL 1 DAY
+            GROUP BY customer_id, day, order_id
+        ), days AS (
+            SELECT customer_id, day, SUM(value)::BIGINT AS value, COUNT(*) AS orders FROM orders GROUP BY customer_id, day
         )
         SELECT customer_id,
                MIN(day) AS first_purchase, MAX(day) AS last_purchase,
-               SUM(orders)::BIGINT AS orders, SUM(value)::DOUBLE AS revenue,
+               SUM(orders)::BIGINT AS orders, SUM(value)::DOUBLE / 1e6 AS revenue,
                COUNT(*)::BIGINT AS purchase_days, (COUNT(*) - 1)::BIGINT AS frequency,
                DATE_DIFF('day', MIN(day), MAX(day)) / ? AS recency,
                DATE_DIFF('day', MIN(day), ?::DATE) / ? AS T,
                DATE_DIFF('day', MAX(day), ?::DATE)::BIGINT AS recency_days,
-               COALESCE(AVG(value) FILTER (WHERE day > first_day), 0)::DOUBLE AS monetary,
-               (SUM(value) / SUM(orders))::DOUBLE AS aov,
+               CASE WHEN COUNT(*) > 1 THEN (SUM(value) - ARG_MIN(value, day))::DOUBLE / (COUNT(*) - 1) / 1e6 ELSE 0 END AS monetary,
+               SUM(value)::DOUBLE / SUM(orders) / 1e6 AS aov,
                CASE WHEN COUNT(*) > 1 THEN DATE_DIFF('day', MIN(day), MAX(day)) / (COUNT(*) - 1) END AS mean_interpurchase_days
-        FROM ranked GROUP BY customer_id ORDER BY customer_id
+        FROM days GROUP BY customer_id ORDER BY customer_id
         """,
         [str(transactions), analysis_date, unit, analysis_date, unit, analysis_date],
     ).df()

@@ -139,6 +139,58 @@ def test_compress_round_trips(cdnow):
     assert np.array_equal(back["T"].to_numpy(), cdnow["T"].to_numpy(float))
 
 
+@pytest.mark.parametrize(
+    "columns",
+    [
+        # times in whole days / 7 (a summary in weeks): the codes' range is small, a dense table marks them
+        lambda rng, n: (rng.integers(0, 8, n).astype(float), rng.integers(0, 60, n) / 7, rng.integers(0, 60, n) / 7),
+        # continuous times: a wide range, the combined key is hashed
+        lambda rng, n: (rng.integers(0, 3, n).astype(float), rng.random(n), np.round(rng.random(n), 3)),
+        # five columns of nearly unique values: the key would overflow 63 bits, the lexsort is used
+        lambda rng, n: tuple(rng.random(n) for _ in range(5)),
+    ],
+    ids=["dense", "hashed", "lexsort"],
+)
+def test_unique_rows_match_numpy(columns):
+    """Unique rows in lexicographic order and the inverse index, as numpy's np.unique(axis=0) gives them."""
+    rng = np.random.default_rng(3)
+    data = columns(rng, 20_000)
+    data = tuple(np.r_[c, c[:500]] for c in data)  # some rows certainly repeat
+    uniques, inverse = clv._unique_rows(*data)
+    expected, expected_inverse = np.unique(np.column_stack(data), axis=0, return_inverse=True)
+    assert np.array_equal(np.column_stack(uniques), expected)
+    assert np.array_equal(inverse, expected_inverse.ravel())
+
+
+@pytest.mark.parametrize("shift", [0, 1])
+@pytest.mark.parametrize("times", ["weeks", "continuous"])
+def test_weighted_likelihood_sums_the_per_customer_one(cdnow, shift, times):
+    """The fitting path's summed log-likelihood equals the per-customer one (FHL eq. 6, Batislam et al.)
+    times the weights, and its gradient equals central differences of that sum."""
+    rng = np.random.default_rng(5)
+    x, tx, age = (cdnow[c].to_numpy(float) for c in ("x", "t_x", "T"))
+    if times == "weeks":  # whole days in weeks: few distinct times, the logs are taken once per time
+        tx, age = np.round(tx * 7) / 7, np.round(age * 7) / 7
+    w = rng.integers(1, 5, x.size).astype(float)
+    order = np.lexsort((age, tx, x))
+    x, tx, age, w = x[order], tx[order], age[order], w[order]
+    total = clv._bg_weighted_loglik(x, tx, age, w, shift=shift)
+    for params in ([0.243, 4.414, 0.793, 2.426], [2.0, 0.5, 3.0, 0.2], [0.525, 6.183, 0.891, 1.614]):
+        p = np.array(params)
+        ll, grad = total(p, True)
+        per_customer, _ = clv._bg_loglik(p, x, tx, age, shift=shift, grad=False)
+        assert ll == pytest.approx(float(np.sum(w * per_customer)), rel=1e-12)
+        assert total(p, False)[0] == ll
+        for j in range(4):
+            h = 1e-6 * p[j]
+            up, down = p.copy(), p.copy()
+            up[j] += h
+            down[j] -= h
+            numeric = (np.sum(w * clv._bg_loglik(up, x, tx, age, shift=shift, grad=False)[0])
+                       - np.sum(w * clv._bg_loglik(down, x, tx, age, shift=shift, grad=False)[0])) / (2 * h)
+            assert grad[j] == pytest.approx(numeric, rel=1e-6, abs=1e-4)
+
+
 @pytest.mark.parametrize("model", [clv.BetaGeo, clv.ModifiedBetaGeo, clv.ParetoNBD])
 def test_compressed_weighted_fit_equals_unweighted_fit(cdnow, model):
     full = model().fit(cdnow["x"], cdnow["t_x"], cdnow["T"])

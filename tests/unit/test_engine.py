@@ -66,3 +66,61 @@ def test_sums_do_not_depend_on_row_order(tmp_path):
         frame.sample(frac=1, random_state=seed).to_parquet(path)
         results.append(engine.customer_summary(engine.connect(threads=4), path, dt.date(2024, 12, 31)))
     pd.testing.assert_frame_equal(results[0], results[1], check_exact=True)
+
+
+def test_order_lines_are_summed_per_order_and_day(tmp_path):
+    """Lines of one order count as one order; two orders on one day are one purchase day with two
+    orders; monetary leaves out the whole first day."""
+    frame = pd.DataFrame({
+        "order_id": ["1", "1", "1", "2", "2", "3", "4", "4"],
+        "customer_id": ["a"] * 8,
+        "order_ts": pd.to_datetime(["2024-01-01 09:00"] * 3 + ["2024-01-01 17:00"] * 2 + ["2024-01-08 10:00"]
+                                   + ["2024-01-22 10:00"] * 2),
+        "amount": [1.25, 2.50, 3.00, 10.0, -2.0, 7.5, 4.0, 6.0],
+    })
+    path = tmp_path / "lines.parquet"
+    frame.sample(frac=1, random_state=1).to_parquet(path)
+    s = engine.customer_summary(engine.connect(threads=2), path, dt.date(2024, 1, 31)).iloc[0]
+    # days: Jan 1 (orders 1, 2: 6.75 + 8.00), Jan 8 (order 3: 7.5), Jan 22 (order 4: 10.0)
+    assert (s["orders"], s["purchase_days"], s["frequency"]) == (4, 3, 2)
+    assert s["revenue"] == pytest.approx(32.25) and s["aov"] == pytest.approx(32.25 / 4)
+    assert s["monetary"] == pytest.approx((7.5 + 10.0) / 2)
+    assert (s["recency"], s["T"], s["recency_days"], s["mean_interpurchase_days"]) == (21, 30, 9, 10.5)
+
+
+def test_customer_summary_agrees_with_pandas(tmp_path):
+    """Random order lines (several lines per order, several orders on some days, refunds, lines after the
+    analysis date): every column equals a direct pandas computation of the definitions."""
+    import numpy as np
+
+    rng = np.random.default_rng(7)
+    orders = 3000
+    order_customer = rng.integers(0, 400, orders)
+    order_ts = pd.Timestamp("2024-01-01") + pd.to_timedelta(rng.integers(0, 200 * 24, orders), unit="h")
+    line_order = rng.integers(0, orders, 8000)
+    frame = pd.DataFrame({"order_id": line_order.astype(str), "customer_id": order_customer[line_order].astype(str),
+                          "order_ts": order_ts[line_order], "amount": np.round(rng.normal(30, 20, line_order.size), 2)})
+    path = tmp_path / "lines.parquet"
+    frame.to_parquet(path)
+    as_of = dt.date(2024, 6, 1)
+    got = engine.customer_summary(engine.connect(threads=2), path, as_of, "weeks").set_index("customer_id")
+
+    kept = frame[frame["order_ts"] < pd.Timestamp(as_of) + pd.Timedelta(days=1)].assign(day=lambda f: f["order_ts"].dt.floor("D"))
+    days = kept.groupby(["customer_id", "day"]).agg(value=("amount", "sum"), orders=("order_id", "nunique")).reset_index()
+    rows = []
+    for customer, d in days.groupby("customer_id"):
+        d = d.sort_values("day")
+        span = (d["day"].iloc[-1] - d["day"].iloc[0]).days
+        repeats = len(d) - 1
+        rows.append({"customer_id": customer, "orders": d["orders"].sum(), "revenue": d["value"].sum(),
+                     "purchase_days": len(d), "frequency": repeats, "recency": span / 7,
+                     "T": (pd.Timestamp(as_of) - d["day"].iloc[0]).days / 7,
+                     "recency_days": (pd.Timestamp(as_of) - d["day"].iloc[-1]).days,
+                     "monetary": d["value"].iloc[1:].mean() if repeats else 0.0,
+                     "aov": d["value"].sum() / d["orders"].sum(),
+                     "mean_interpurchase_days": span / repeats if repeats else np.nan})
+    expected = pd.DataFrame(rows).set_index("customer_id")
+    assert got.index.tolist() == sorted(expected.index)
+    for column in expected.columns:
+        assert np.allclose(got[column].to_numpy(float), expected.loc[got.index, column].to_numpy(float),
+                           rtol=1e-12, atol=1e-9, equal_nan=True), column
