@@ -32,8 +32,9 @@ model (coefficient split), the data-driven model (Shapley values of the fitted l
 conversion probability, :func:`logistic_shapley_attribution`), bootstrap intervals for any
 model, and ``misallocation`` for simulations.
 
-The 05 stage (end of the module): journeys from a touch log and the clean orders on DuckDB
-(:func:`journey_paths`, with the lookback window read from the data by :func:`choose_lookback`),
+The 05 stage (end of the module): journeys from a touch log and the clean orders (DuckDB sorts the
+log by customer and time, numpy cuts it into journeys and counts them by path: :func:`journey_paths`,
+with the lookback window read from the data by :func:`choose_lookback`),
 the model line-up with intervals (:func:`attribute`), the check against a known truth, channel
 economics, and the report's helpers; :func:`evaluate` runs it all.
 W-shaped attribution is not provided: it needs the index of the lead-creating touch, which the
@@ -42,13 +43,15 @@ path-only representation does not carry.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from itertools import chain
 from pathlib import Path
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
 
@@ -78,6 +81,7 @@ PATH_COLUMNS = ("path", "conversions", "value", "nulls")
 JOURNEY_COLUMNS = ("journey_id", "ts", "channel", "converted", "value")
 START, CONVERSION, NULL = "(start)", "(conversion)", "(null)"
 MAX_EXACT_SHAPLEY = 15
+T = TypeVar("T")
 
 
 # --------------------------------------------------------------------------------------------
@@ -171,6 +175,55 @@ def _stable_argsort_codes(codes: np.ndarray) -> np.ndarray:
     return order
 
 
+def _path_keys(digits: np.ndarray, starts: np.ndarray, lengths: np.ndarray,
+               base: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Exact keys of the paths of journeys stored one after the other: ``digits`` (channel code + 1,
+    in 1..base-1) of every touch, each journey ``lengths`` touches from ``starts``.
+    Returns (short, keys, long_keys): ``short`` per journey, whether its path fits one integer
+    (at most 62 / log2(base + 1) touches); ``keys`` of the short ones, sum of digit x base**position;
+    ``long_keys`` of the others, the bytes of their digits (object array)."""
+    fit = max(1, int(62 // math.log2(base + 1)))  # base**fit < 2**62: no int64 overflow
+    short = lengths <= fit
+    keys = np.empty(0, dtype=np.int64)
+    if short.any():
+        if short.all():
+            s_starts, s_len, idx = starts, lengths, None
+        else:
+            s_starts, s_len = starts[short], lengths[short]
+            idx = _key_ranges(s_starts, s_len)
+        offsets = np.concatenate(([0], np.cumsum(s_len)[:-1]))
+        pos = np.arange(len(digits) if idx is None else len(idx))
+        pos -= np.repeat(offsets, s_len)
+        weights = (base ** np.arange(fit, dtype=np.int64))[pos]
+        del pos
+        weights *= digits if idx is None else digits[idx]
+        keys = np.add.reduceat(weights, offsets) if len(offsets) else keys
+    long_keys = np.empty(int((~short).sum()), dtype=object)
+    if len(long_keys):
+        buf = digits.astype(np.uint32).tobytes()
+        long_keys[:] = [buf[4 * s:4 * (s + k)] for s, k in zip(starts[~short], lengths[~short])]
+    return short, keys, long_keys
+
+
+def _decode_short_keys(keys: np.ndarray, base: int, names: Sequence) -> list[tuple]:
+    """The paths (tuples of ``names``) of integer path keys of :func:`_path_keys`."""
+    fit = max(1, int(62 // math.log2(base + 1)))
+    digits = np.empty((len(keys), fit), dtype=np.int64)
+    rest = np.asarray(keys, dtype=np.int64).copy()
+    for j in range(fit):
+        digits[:, j] = rest % base
+        rest //= base
+    present = digits > 0                     # the digits of a path are its first positions
+    flat = np.asarray(names, dtype=object)[digits[present] - 1].tolist()
+    bounds = np.concatenate(([0], np.cumsum(present.sum(axis=1)))).tolist()
+    return [tuple(flat[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _decode_long_keys(keys: np.ndarray, names: Sequence) -> list[tuple]:
+    """The paths (tuples of ``names``) of byte path keys of :func:`_path_keys`."""
+    return [tuple(names[d - 1] for d in np.frombuffer(k, dtype=np.uint32).tolist()) for k in keys]
+
+
 def aggregate_journeys(journeys: pd.DataFrame, *, drop_channels: Iterable[str] = (),
                        dedupe_consecutive: bool = False) -> pd.DataFrame:
     """Aggregate raw touch rows into a paths frame.
@@ -251,32 +304,12 @@ def aggregate_journeys(journeys: pd.DataFrame, *, drop_channels: Iterable[str] =
     value_j = jvalue[jids]
     cc = ccode.astype(np.int64) + 1  # digits 1..n_channels
 
-    base = len(names) + 1
-    fit = max(1, int(62 // math.log2(base + 1)))  # base**fit < 2**62: no int64 overflow
-    short = lengths <= fit
+    short, keys, long_keys = _path_keys(cc, starts, lengths, len(names) + 1)
     groups: list[tuple[np.ndarray, np.ndarray]] = []  # (journey of each key, key codes)
     if short.any():
-        if short.all():
-            s_starts, s_len, idx = starts, lengths, None
-        else:
-            s_starts, s_len = starts[short], lengths[short]
-            idx = _key_ranges(s_starts, s_len)
-        pos = np.arange(len(cc) if idx is None else len(idx))
-        pos -= np.repeat(np.concatenate(([0], np.cumsum(s_len)[:-1])), s_len)
-        digits = base ** np.arange(fit, dtype=np.int64)
-        digits = digits[pos]
-        del pos
-        digits *= cc if idx is None else cc[idx]
-        keys = np.add.reduceat(digits, np.concatenate(([0], np.cumsum(s_len)[:-1])))
-        del digits, idx
-        inv, _ = pd.factorize(keys)
-        groups.append((np.flatnonzero(short), inv))
+        groups.append((np.flatnonzero(short), pd.factorize(keys)[0]))
     if not short.all():
-        long_idx = np.flatnonzero(~short)
-        buf = cc.astype(np.uint32).tobytes()
-        keys_b = [buf[4 * s:4 * (s + k)] for s, k in zip(starts[long_idx], lengths[long_idx])]
-        inv, _ = pd.factorize(pd.Series(keys_b, dtype=object))
-        groups.append((long_idx, inv))
+        groups.append((np.flatnonzero(~short), pd.factorize(long_keys)[0]))
 
     frames = []
     for members, inv in groups:
@@ -362,7 +395,7 @@ def _encode(paths: pd.DataFrame) -> _Encoded:
         idx = np.flatnonzero(keep)
         path_list = [path_list[i] for i in idx]
         conv, nulls, value = conv[keep], nulls[keep], value[keep]
-    if not all(type(p) is tuple for p in path_list):
+    if set(map(type, path_list)) != {tuple}:
         for i, p in enumerate(path_list):
             if isinstance(p, str) or not isinstance(p, (tuple, list)):
                 raise ValueError(f"paths: 'path' must hold tuples of channel names, row {i} "
@@ -1098,11 +1131,15 @@ RECOMMENDED_WITHOUT_NULLS = "shapley"
 ATTRIBUTION_COLUMNS = ["model", "order", "channel", "conversions", "value", "share", "ci_low", "ci_high"]
 TRUTH_FILE = "truth.json"
 TRUTH_KEY = "channel_true_share"
-NO_CONVERSION = 2 ** 62      # conv_us of touches after a customer's last conversion (far future)
-PACK = 1024                  # touches packed as time x PACK + channel code
-MAX_SQL_CHANNELS = PACK
-KEY_BASE = 0x4E00            # channel code 0 as a path-key character
-ROWS_PER_PARTITION = 4_000_000   # touches per journey aggregation (memory stays bounded)
+PACK_BITS = 11
+PACK = 1 << PACK_BITS        # a row of the sorted log: (time - origin) x PACK + channel code
+CONVERSION_CODE = PACK - 1   # a conversion's code: it follows every touch of the same instant
+MAX_SQL_CHANNELS = 1024
+MAX_LOG_SPAN_US = (2 ** 63 - 1) // PACK - 1   # about 143 years
+CONVERSION_ORDER = "cust, ts_us, order_id"   # the order of crm_conv's rows in the sorted log
+LOG_BATCH_ROWS = 1_000_000   # rows of the sorted log handled at a time (memory stays bounded)
+LIST_CHANNELS = 32           # up to this many channels, codes by list position (faster than the enum cast)
+CUSTOMER_KEY = "hash({}) >> 2"   # SQL of a customer's 62-bit key (exact keys replace it if two ids share one)
 AUTO_MIN_AT_RISK = 30        # conversions with that many days of history, for a day of the curve to count
 AUTO_THRESHOLD = 0.10        # the window ends where the excess touch rate falls below 10% of its peak
 AUTO_CONFIRM_DAYS = 7        # ... on that day and in the median of the week from it
@@ -1168,46 +1205,322 @@ class AttributionResult:
 
 
 # --------------------------------------------------------------------------------------------
-# Journeys from the touch log, on DuckDB
+# Journeys from the touch log: DuckDB sorts the log by customer and time (out of core), numpy
+# cuts the sorted rows into journeys and counts them by path, a batch of whole customers at a time
 # --------------------------------------------------------------------------------------------
-def _load_touch_log(con, touchpoints: str | Path, transactions: str | Path) -> list[str]:
-    """Load the touch log and the orders into temp tables; returns the channel names, sorted.
+def _sql_string(text: str | Path) -> str:
+    """A SQL string literal."""
+    return "'" + str(text).replace("'", "''") + "'"
 
-    ``crm_conv``: one conversion per customer and instant (the order with the smallest id;
-    value = its net amount, summed exactly as DECIMAL). ``crm_touch``: every touch with its
-    channel code (position in the sorted channel names) and the time of the customer's next
-    conversion at or after it (``conv_us``; NO_CONVERSION after the last one).
-    Times are microseconds since the epoch. Customers are keyed by DuckDB's 64-bit hash of the
-    id: fixed-width keys make the as-of join twice as fast as string keys; two of n customers
-    share a hash with probability about n^2 / 2^65 (3e-6 for 10 million customers)."""
+
+def _sql_list(texts: Sequence[str]) -> str:
+    """A SQL list literal of strings."""
+    return "[" + ", ".join(map(_sql_string, texts)) + "]::VARCHAR[]"
+
+
+def _load_touch_log(con, touchpoints: str | Path, transactions: str | Path) -> list[str]:
+    """Prepare the touch log and the orders for :func:`journey_paths`, :func:`touch_rate_curve` and
+    :func:`acquisition_paths`; returns the channel names, sorted.
+
+    ``crm_conv`` (table): every order with its customer, time (of its first line) and value (its
+    net amount, summed exactly as DECIMAL); a customer's orders at one instant are one conversion,
+    valued as the order with the smallest id (in the sorted log the others follow it and claim no
+    touch). ``crm_touch`` (view on the file): every touch with its channel code (position in the
+    sorted channel names). Times are microseconds since the epoch. ``crm_log``: the two files, the
+    earliest time and the span of the log, and how customers are keyed. Customers are keyed
+    (``cust``) by DuckDB's hash of the id (CUSTOMER_KEY, 62 bits), so that the log sorts on one
+    fixed-width key; :func:`_read_log` checks the keys against the distinct ids the first time the
+    log is read, and keys every customer by the rank of its id instead if two ids share a key
+    (chance about n^2 / 2^63, 1e-5 for 10 million customers): the journeys of two customers are
+    never merged."""
+    touch, orders = _sql_string(touchpoints), _sql_string(transactions)
     channels = [row[0] for row in con.execute(
-        "SELECT DISTINCT channel FROM read_parquet(?) WHERE channel IS NOT NULL ORDER BY channel",
-        [str(touchpoints)]).fetchall()]
+        f"SELECT DISTINCT channel FROM read_parquet({touch}) WHERE channel IS NOT NULL ORDER BY channel").fetchall()]
     if len(channels) > MAX_SQL_CHANNELS:
         raise ValueError(f"the touch log has {len(channels)} channels; at most {MAX_SQL_CHANNELS} are supported")
-    con.execute("DROP TABLE IF EXISTS crm_touch")
+    con.execute("DROP VIEW IF EXISTS crm_touch")
     con.execute("DROP TYPE IF EXISTS crm_channel")
     con.execute("CREATE TYPE crm_channel AS ENUM (SELECT unnest(?::VARCHAR[]))", [channels])
-    con.execute(
-        """
-        CREATE OR REPLACE TEMP TABLE crm_conv AS
-        SELECT cust, ts_us, arg_min(value, order_id) AS value, count(*) AS orders
-        FROM (SELECT hash(customer_id) AS cust, order_id, epoch_us(min(order_ts)) AS ts_us,
-                     sum(CAST(amount AS DECIMAL(38, 6))) AS value
-              FROM read_parquet(?) WHERE customer_id IS NOT NULL AND order_ts IS NOT NULL
-              GROUP BY customer_id, order_id)
-        GROUP BY cust, ts_us
-        """, [str(transactions)])
+    con.execute(f"CREATE OR REPLACE TEMP TABLE crm_log AS SELECT {touch} AS touch_file, {orders} AS orders_file, "
+                "0::BIGINT AS origin, 0::BIGINT AS span, false AS exact_keys, false AS keys_checked")
+    _key_tables(con, exact=False)
+    con.execute(f"""UPDATE crm_log SET origin = b.lo, span = b.hi - b.lo FROM (
+                        SELECT min(lo) AS lo, max(hi) AS hi FROM (
+                            SELECT epoch_us(min(ts)) AS lo, epoch_us(max(ts)) AS hi FROM read_parquet({touch})
+                            UNION ALL SELECT min(ts_us), max(ts_us) FROM crm_conv)) b WHERE b.lo IS NOT NULL""")
+    span = con.execute("SELECT span FROM crm_log").fetchall()[0][0]
+    if span > MAX_LOG_SPAN_US:
+        raise ValueError(f"the touch log and the orders span {span / US_PER_DAY / 365.25:.0f} years; "
+                         f"at most {MAX_LOG_SPAN_US / US_PER_DAY / 365.25:.0f} are supported")
+    return channels
+
+
+def _log_ids_sql(touch: str, orders: str) -> str:
+    """The customer ids of the rows that enter the log (touches with a time and a channel, orders with a time)."""
+    return (f"SELECT customer_id FROM read_parquet({touch}) "
+            "WHERE customer_id IS NOT NULL AND ts IS NOT NULL AND channel IS NOT NULL "
+            f"UNION SELECT customer_id FROM read_parquet({orders}) "
+            "WHERE customer_id IS NOT NULL AND order_ts IS NOT NULL")
+
+
+def _key_tables(con, exact: bool) -> None:
+    """``crm_conv`` and ``crm_touch`` with customers keyed by CUSTOMER_KEY, or (``exact``) by the
+    rank of their id in ``crm_customer``."""
+    touch, orders = con.execute("SELECT touch_file, orders_file FROM crm_log").fetchall()[0]
+    touch, orders = _sql_string(touch), _sql_string(orders)
+    con.execute("DROP VIEW IF EXISTS crm_touch")
+    con.execute("DROP TABLE IF EXISTS crm_customer")
+    if exact:
+        con.execute(f"""CREATE TEMP TABLE crm_customer AS
+                        SELECT customer_id, (row_number() OVER (ORDER BY customer_id))::UBIGINT AS cust
+                        FROM ({_log_ids_sql(touch, orders)})""")
+        key, join = "k.cust", "JOIN crm_customer k ON k.customer_id = s.customer_id"
+    else:
+        key, join = CUSTOMER_KEY.format("s.customer_id"), ""
     con.execute(
         f"""
-        CREATE OR REPLACE TEMP TABLE crm_touch AS
-        SELECT t.cust, t.ts_us, t.code, coalesce(c.ts_us, {NO_CONVERSION}) AS conv_us
-        FROM (SELECT hash(customer_id) AS cust, epoch_us(ts) AS ts_us,
-                     enum_code(CAST(channel AS crm_channel))::USMALLINT AS code
-              FROM read_parquet(?) WHERE customer_id IS NOT NULL AND ts IS NOT NULL AND channel IS NOT NULL) t
-        ASOF LEFT JOIN crm_conv c ON t.cust = c.cust AND t.ts_us <= c.ts_us
-        """, [str(touchpoints)])
-    return channels
+        CREATE OR REPLACE TEMP TABLE crm_conv AS
+        SELECT {key} AS cust, s.order_id, epoch_us(min(s.order_ts)) AS ts_us,
+               sum(CAST(s.amount AS DECIMAL(38, 6))) AS value
+        FROM read_parquet({orders}) s {join}
+        WHERE s.customer_id IS NOT NULL AND s.order_ts IS NOT NULL
+        GROUP BY 1, 2
+        """)
+    channels = _log_channels(con)
+    if len(channels) <= LIST_CHANNELS:   # 5x cheaper than the enum cast on a dictionary-encoded column
+        code = f"(list_position({_sql_list(channels)}, s.channel) - 1)::USMALLINT"
+    else:
+        code = "enum_code(CAST(s.channel AS crm_channel))::USMALLINT"
+    con.execute(
+        f"""
+        CREATE TEMP VIEW crm_touch AS
+        SELECT {key} AS cust, epoch_us(s.ts) AS ts_us, {code} AS code
+        FROM read_parquet({touch}) s {join}
+        WHERE s.customer_id IS NOT NULL AND s.ts IS NOT NULL AND s.channel IS NOT NULL
+        """)
+    con.execute(f"UPDATE crm_log SET exact_keys = {bool(exact)}, keys_checked = {bool(exact)}")
+
+
+def _count_ids(con) -> int:
+    """The number of distinct customer ids in the log."""
+    touch, orders = con.execute("SELECT touch_file, orders_file FROM crm_log").fetchall()[0]
+    ids = _log_ids_sql(_sql_string(touch), _sql_string(orders))
+    return con.execute(f"SELECT count(*) FROM ({ids})").fetchall()[0][0]
+
+
+def _read_log(con, consume: Callable[[Iterator[tuple[np.ndarray, np.ndarray]]], T]) -> T:
+    """``consume(rows)``, one pass over the rows of :func:`_sorted_log`, with customer keys known to
+    be exact. The first time, the distinct customer ids of the log are counted and compared with
+    the customer keys the pass meets: fewer keys than ids means that two ids share a key, and the
+    tables are rebuilt with exact keys before ``consume`` runs again."""
+    if con.execute("SELECT keys_checked FROM crm_log").fetchall()[0][0]:
+        return consume(_sorted_log(con))
+    ids = _count_ids(con)
+    keys = 0
+
+    def rows() -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        nonlocal keys
+        for cust, packed in _sorted_log(con):
+            keys += int(np.count_nonzero(cust[1:] != cust[:-1])) + 1   # a batch holds whole customers
+            yield cust, packed
+
+    result = consume(rows())
+    if keys == ids:
+        con.execute("UPDATE crm_log SET keys_checked = true")
+        return result
+    _key_tables(con, exact=True)
+    return consume(_sorted_log(con))
+
+
+def _log_channels(con) -> list[str]:
+    return [row[0] for row in con.execute("SELECT unnest(enum_range(NULL::crm_channel))::VARCHAR").fetchall()]
+
+
+def _sorted_log(con) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """The touches and conversions loaded by :func:`_load_touch_log`, sorted by customer, time and
+    channel code, as (cust, packed) arrays holding whole customers: packed = (time - origin) x PACK
+    + code, where a conversion has code CONVERSION_CODE and so follows the touches of its instant.
+    DuckDB sorts (spilling to disk when it must) on one 128-bit key, cust x 2**64 + packed (one
+    wide key sorts faster than two), read back as two 64-bit words; the rows arrive in batches of
+    at most LOG_BATCH_ROWS, and a customer cut by the end of a batch waits for the next one."""
+    origin = con.execute("SELECT origin FROM crm_log").fetchall()[0][0]
+    reader = con.sql(
+        f"""SELECT k FROM (
+                SELECT (cust::UHUGEINT << 64) + ((ts_us - {origin}) * {PACK} + code)::UHUGEINT AS k FROM crm_touch
+                UNION ALL
+                SELECT (cust::UHUGEINT << 64) + ((ts_us - {origin}) * {PACK} + {CONVERSION_CODE})::UHUGEINT
+                FROM crm_conv)
+            ORDER BY k""").to_arrow_reader(LOG_BATCH_ROWS)
+    held_cust = held_packed = np.empty(0, dtype=np.int64)
+    for batch in reader:
+        keys = batch.column(0)
+        if keys.type.byte_width != 16 or keys.null_count:
+            raise RuntimeError(f"the sorted touch log came back as {keys.type}, not 128-bit integers")
+        words = np.frombuffer(keys.buffers()[1], dtype=np.uint64, count=2 * len(keys), offset=16 * keys.offset)
+        cust, packed = words[1::2], words[0::2].view(np.int64)   # little-endian: low word first
+        if len(held_cust):
+            cust, packed = np.concatenate([held_cust, cust]), np.concatenate([held_packed, packed])
+        if len(cust) == 0:
+            continue
+        cut = int(np.searchsorted(cust, cust[-1]))   # where the last customer of the batch starts
+        if cut:
+            yield cust[:cut], packed[:cut]
+        held_cust, held_packed = cust[cut:], packed[cut:]
+    if len(held_cust):
+        yield held_cust, held_packed
+
+
+@dataclass(frozen=True)
+class _Segments:
+    """The touches of a run of whole customers of the sorted log and their segments: a segment is
+    a customer's touches up to and including its next conversion (or up to its last touch)."""
+
+    code: np.ndarray          # channel code of every touch
+    ts: np.ndarray            # time of every touch, microseconds from the log's origin
+    seg: np.ndarray           # segment of every touch (0, 1, ... in log order)
+    first_ts: np.ndarray      # per segment: time of its first row (its earliest touch)
+    conv: np.ndarray          # per segment: ordinal of its conversion among the run's, -1 if none
+    conv_ts: np.ndarray       # per segment: time of its last row (its conversion when it has one)
+    customers: int            # customers with at least one touch
+    conversions: int          # conversions in the run
+
+
+def _segments(cust: np.ndarray, packed: np.ndarray) -> _Segments:
+    """Cut a run of whole customers of :func:`_sorted_log` into segments."""
+    n = len(packed)
+    is_conv = (packed & (PACK - 1)) == CONVERSION_CODE
+    start = np.empty(n, dtype=bool)
+    start[0] = True
+    np.not_equal(cust[1:], cust[:-1], out=start[1:])
+    start[1:] |= is_conv[:-1]                 # a conversion ends its segment
+    first = np.flatnonzero(start)
+    last = np.empty_like(first)
+    last[:-1] = first[1:] - 1
+    last[-1] = n - 1
+    ends_in_conv = is_conv[last]
+    conversions = int(np.count_nonzero(ends_in_conv))   # every conversion ends one segment
+    conv = np.full(len(first), -1, dtype=np.int64)
+    conv[ends_in_conv] = np.arange(conversions)
+    touch = np.flatnonzero(~is_conv)
+    touched = cust[touch]
+    packed_touch = packed[touch]
+    return _Segments(code=packed_touch & (PACK - 1), ts=packed_touch >> PACK_BITS,
+                     seg=(np.cumsum(start, dtype=np.int64) - 1)[touch], first_ts=packed[first] >> PACK_BITS,
+                     conv=conv, conv_ts=packed[last] >> PACK_BITS,
+                     customers=int(np.count_nonzero(touched[1:] != touched[:-1])) + 1 if len(touch) else 0,
+                     conversions=conversions)
+
+
+def _journeys(s: _Segments, span: int) -> tuple[np.ndarray, np.ndarray]:
+    """(first touch of every journey, in log order; per journey the ordinal of the conversion it
+    leads to, -1 for a non-converting journey). Touches at most ``span`` microseconds before their
+    segment's conversion are claimed by it and form its journey; the other touches of a segment
+    are cut into windows of ``span`` from the first of them, each a non-converting journey."""
+    conv = s.conv[s.seg]
+    claimed = (conv >= 0) & (s.conv_ts[s.seg] - s.ts <= span)
+    window = np.where(claimed, -1, (s.ts - s.first_ts[s.seg]) // span)
+    new = np.empty(len(window), dtype=bool)
+    new[:1] = True
+    np.not_equal(s.seg[1:], s.seg[:-1], out=new[1:])
+    new[1:] |= window[1:] != window[:-1]
+    first = np.flatnonzero(new)
+    return first, np.where(claimed[first], conv[first], -1)
+
+
+def _sum_by_key(keys: np.ndarray, conversions: np.ndarray, value: np.ndarray, nulls: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(unique keys, and the conversions, value and nulls summed over each); the value exactly
+    when it is an integer array."""
+    inv, uniq = pd.factorize(keys)
+    k = len(uniq)
+    summed = np.zeros(k, dtype=value.dtype)
+    np.add.at(summed, inv, value)
+    return (np.asarray(uniq), np.bincount(inv, weights=conversions, minlength=k), summed,
+            np.bincount(inv, weights=nulls, minlength=k))
+
+
+def _order_values(con) -> tuple[np.ndarray, None]:
+    """(the value of every conversion in the order of the sorted log, in millionths of the currency;
+    None: every conversion counts). Integers (the DECIMAL's unscaled value), so that sums over
+    paths are exact, when their total fits in 62 bits; else floats."""
+    total = con.execute("SELECT coalesce(sum(abs(value)), 0) FROM crm_conv").fetchall()[0][0]
+    if total * 10**6 >= 2**62:
+        values = con.execute("SELECT CAST(value * 1000000 AS DOUBLE) AS v FROM crm_conv "
+                             f"ORDER BY {CONVERSION_ORDER}").fetchnumpy()["v"]
+        return np.asarray(values, dtype=float), None
+    column = con.sql(f"SELECT value FROM crm_conv ORDER BY {CONVERSION_ORDER}").to_arrow_table().column(0)
+    column = column.combine_chunks()
+    if column.type != pa.decimal128(38, 6) or column.null_count:
+        raise RuntimeError(f"order values came back as {column.type}, not DECIMAL(38, 6)")
+    words = np.frombuffer(column.buffers()[1], dtype=np.int64, count=2 * len(column), offset=16 * column.offset)
+    return words[0::2].copy(), None   # the low word of each little-endian 128-bit integer
+
+
+def _log_paths(con, lookback_days: int, drop_channels: Sequence[str], channels: Sequence[str],
+               conversions: Callable[[object], tuple[np.ndarray, np.ndarray | None]],
+               nulls: bool = True) -> tuple[pd.DataFrame, int]:
+    """(paths with conversions, value and nulls, not sorted; customers with a touch) of the
+    journeys of the sorted log (:func:`_read_log`). ``conversions(con)``: (value, counted) per
+    conversion in log order, counted (bool, or None for all) marks the conversions whose journeys
+    count; a path's value is summed in the unit of the values. ``nulls`` False leaves
+    non-converting journeys out. Channels in ``drop_channels`` are removed after the journeys are
+    formed; a journey left without touches is dropped."""
+    span = int(lookback_days) * US_PER_DAY
+    drop = np.isin(np.asarray(channels, dtype=object), list(drop_channels))
+    base = len(channels) + 1
+
+    def consume(rows: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[pd.DataFrame, int]:
+        values, counted = conversions(con)   # before the rows: the connection then streams them
+        parts: dict[bool, list] = {True: [], False: []}   # integer keys (short paths), byte keys
+        customers = seen = 0
+        for cust, packed in rows:
+            s = _segments(cust, packed)
+            starts, conv = _journeys(s, span)
+            conv[conv >= 0] += seen
+            seen += s.conversions
+            customers += s.customers
+            code = s.code
+            if drop.any():
+                kept = ~drop[code]
+                new = np.zeros(len(code), dtype=bool)
+                new[starts] = True
+                journey = (np.cumsum(new) - 1)[kept]
+                code = code[kept]
+                if len(code) == 0:
+                    continue
+                starts = np.flatnonzero(np.concatenate(([True], journey[1:] != journey[:-1])))
+                conv = conv[journey[starts]]
+            lengths = np.diff(np.append(starts, len(code)))
+            converted = conv >= 0
+            if counted is not None:
+                converted[converted] = counted[conv[converted]]
+            value = np.zeros(len(conv), dtype=values.dtype)
+            value[converted] = values[conv[converted]]
+            null = (conv < 0) if nulls else np.zeros(len(conv), dtype=bool)
+            short, path_keys, long_keys = _path_keys(code + 1, starts, lengths, base)
+            for is_short, key in ((True, path_keys), (False, long_keys)):
+                of_kind = short if is_short else ~short
+                sel = (converted | null)[of_kind]
+                if sel.any():
+                    parts[is_short].append(_sum_by_key(key[sel], converted[of_kind][sel].astype(float),
+                                                       value[of_kind][sel], null[of_kind][sel].astype(float)))
+        frames = []
+        for is_short, chunks in parts.items():
+            if chunks:
+                path_keys, conv_sum, value_sum, null_sum = _sum_by_key(*(np.concatenate(c) for c in zip(*chunks)))
+                path = (_decode_short_keys(path_keys, base, channels) if is_short
+                        else _decode_long_keys(path_keys, channels))
+                frames.append(pd.DataFrame({"path": pd.Series(path, dtype=object), "conversions": conv_sum,
+                                            "value": value_sum, "nulls": null_sum}))
+        paths = (pd.concat(frames, ignore_index=True) if frames else
+                 pd.DataFrame({"path": pd.Series([], dtype=object), "conversions": 0.0, "value": 0.0, "nulls": 0.0}))
+        return paths, customers
+
+    return _read_log(con, consume)
+
+
+def _by_path(paths: pd.DataFrame) -> pd.DataFrame:
+    return paths.sort_values("path", key=lambda s: s.map(" > ".join), ignore_index=True)
 
 
 def touch_rate_curve(con, max_days: int) -> pd.DataFrame:
@@ -1215,19 +1528,27 @@ def touch_rate_curve(con, max_days: int) -> pd.DataFrame:
     touches with no other conversion in between, divided by the conversions that have that many
     days of history (since the previous conversion and since the touch log starts). Needs
     :func:`_load_touch_log`. Columns: days_before, touches, at_risk, rate."""
-    touches = con.execute(
-        f"""SELECT (conv_us - ts_us) // {US_PER_DAY} AS d, count(*) AS n FROM crm_touch
-            WHERE conv_us < {NO_CONVERSION} AND conv_us - ts_us < {int(max_days)} * {US_PER_DAY}
-            GROUP BY d""").fetchall()
-    avail = con.execute(
-        f"""WITH start AS (SELECT min(ts_us) AS s FROM crm_touch),
-            c AS (SELECT ts_us, lag(ts_us) OVER (PARTITION BY cust ORDER BY ts_us) AS prev FROM crm_conv)
-            SELECT least((c.ts_us - greatest(coalesce(c.prev, start.s), start.s)) // {US_PER_DAY}, {int(max_days)}) AS a,
+    def consume(rows: Iterator[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, int | None]:
+        n_touch = np.zeros(max_days)
+        start = None
+        for cust, packed in rows:
+            s = _segments(cust, packed)
+            if len(s.ts) == 0:
+                continue
+            has = s.conv[s.seg] >= 0
+            days = (s.conv_ts[s.seg][has] - s.ts[has]) // US_PER_DAY
+            n_touch += np.bincount(days[days < max_days], minlength=max_days)
+            start = int(s.ts.min()) if start is None else min(start, int(s.ts.min()))
+        return n_touch, start
+
+    n_touch, start = _read_log(con, consume)
+    avail = [] if start is None else con.execute(
+        f"""WITH c AS (SELECT ts_us, lag(ts_us) OVER (PARTITION BY cust ORDER BY ts_us) AS prev
+                       FROM (SELECT DISTINCT cust, ts_us FROM crm_conv)),
+            s AS (SELECT origin + {start} AS s FROM crm_log)
+            SELECT least((c.ts_us - greatest(coalesce(c.prev, s.s), s.s)) // {US_PER_DAY}, {int(max_days)}) AS a,
                    count(*) AS n
-            FROM c, start WHERE c.ts_us >= start.s GROUP BY a""").fetchall()
-    n_touch = np.zeros(max_days)
-    for d, n in touches:
-        n_touch[int(d)] = n
+            FROM c, s WHERE c.ts_us >= s.s GROUP BY a""").fetchall()
     held = np.zeros(max_days + 1)
     for a, n in avail:
         held[int(a)] += n
@@ -1263,114 +1584,55 @@ def choose_lookback(curve: pd.DataFrame, fallback: int) -> tuple[int, str, float
     return fallback, "fallback", background
 
 
-def _journeys_sql(lookback_days: int, drop_codes: Sequence[int], origin: int, part: int = 0, parts: int = 1) -> str:
-    """One row per journey (cust, conv_us, claimed, and ``k``: the touches as
-    (time - ``origin``) x PACK + channel code, unordered). Claimed touches (at most
-    ``lookback_days`` before the customer's next conversion) form the converting journey of that
-    conversion; the other touches between two conversions (and after the last one) are cut into
-    windows of ``lookback_days`` from the first of them, each a non-converting journey. Touches
-    of ``drop_codes`` are left out of ``k`` (the journeys are formed with them). Only the
-    customers of partition ``part`` of ``parts`` (by hash): journeys never span customers, so the
-    partitions can be aggregated one after the other in bounded memory (ordered and list
-    aggregate states cannot spill to disk, duckdb #5920)."""
-    span = int(lookback_days) * US_PER_DAY
-    keep = f"FILTER (WHERE code NOT IN ({', '.join(str(int(c)) for c in drop_codes)}))" if drop_codes else ""
-    where = f"WHERE cust % {int(parts)} = {int(part)}" if parts > 1 else ""
-    return f"""
-        WITH t AS (
-            SELECT *, conv_us - ts_us <= {span} AS claimed FROM crm_touch {where}
-        ), a AS (
-            SELECT cust, conv_us, min(ts_us) AS anchor FROM t WHERE NOT claimed GROUP BY cust, conv_us
-        ), w AS (
-            SELECT t.*, CASE WHEN t.claimed THEN -1 ELSE (t.ts_us - a.anchor) // {span} END AS tile
-            FROM t LEFT JOIN a ON NOT t.claimed AND t.cust = a.cust AND t.conv_us = a.conv_us
-        )
-        SELECT cust, conv_us, claimed, list((ts_us - {int(origin)}) * {PACK} + code) {keep} AS k
-        FROM w GROUP BY cust, conv_us, claimed, tile
-    """
-
-
-def _partitions(con) -> tuple[int, int]:
-    """(origin, parts): the first touch time, and how many customer partitions keep each
-    aggregation near ROWS_PER_PARTITION touches."""
-    rows, origin = con.execute("SELECT count(*), coalesce(min(ts_us), 0) FROM crm_touch").fetchall()[0]
-    return int(origin), max(1, math.ceil(rows / ROWS_PER_PARTITION))
-
-
-def _path_key_sql(column: str = "k") -> str:
-    """The touches of ``column`` sorted by time, then channel code, as a string of one character
-    per touch (code 0 -> U+4E00): a compact, exact grouping key for a path."""
-    return f"array_to_string(list_transform(list_sort({column}), lambda x: chr(({KEY_BASE} + x % {PACK})::INTEGER)), '')"
-
-
-def _decode_paths(keys: Sequence[str], channels: Sequence[str]) -> pd.Series:
-    names = list(channels)
-    return pd.Series([tuple(names[ord(ch) - KEY_BASE] for ch in key) for key in keys], dtype=object)
-
-
 def journey_paths(con, lookback_days: int, drop_channels: Sequence[str] = (),
                   channels: Sequence[str] | None = None) -> tuple[pd.DataFrame, JourneyStats]:
     """Paths (``path`` tuples, conversions, value, nulls; sorted by path) from the touch log
     loaded by :func:`_load_touch_log` (``channels``: what it returned), and the counts behind
-    them. Channels in ``drop_channels`` are removed after the journeys are formed (as
-    :func:`aggregate_journeys` does); a journey left without touches is dropped and its
+    them. Claimed touches (at most ``lookback_days`` before the customer's next conversion) form
+    the converting journey of that conversion; the other touches between two conversions (and
+    after the last one) are cut into windows of ``lookback_days`` from the first of them, each a
+    non-converting journey. Channels in ``drop_channels`` are removed after the journeys are
+    formed (as :func:`aggregate_journeys` does); a journey left without touches is dropped and its
     conversion counts as unattributed. Equal to :func:`aggregate_journeys` on the same journeys
-    (touches in time order, ties by channel name)."""
-    if channels is None:
-        channels = [row[0] for row in con.execute("SELECT unnest(enum_range(NULL::crm_channel))::VARCHAR").fetchall()]
-    drop_codes = [i for i, c in enumerate(channels) if c in set(drop_channels)]
-    origin, parts = _partitions(con)
-    frames = [con.execute(
-        f"""WITH j AS ({_journeys_sql(lookback_days, drop_codes, origin, part, parts)})
-            SELECT {_path_key_sql()} AS key, count(*) FILTER (WHERE j.claimed) AS conversions,
-                   coalesce(sum(c.value) FILTER (WHERE j.claimed), 0)::DOUBLE AS value,
-                   count(*) FILTER (WHERE NOT j.claimed) AS nulls
-            FROM j LEFT JOIN crm_conv c ON j.claimed AND c.cust = j.cust AND c.ts_us = j.conv_us
-            WHERE len(j.k) > 0 GROUP BY key""").df() for part in range(parts)]
-    frame = pd.concat(frames, ignore_index=True)
-    if parts > 1:
-        frame = frame.groupby("key", sort=True, as_index=False)[["conversions", "value", "nulls"]].sum()
-    counts = con.execute("SELECT coalesce(sum(orders), 0) FROM crm_conv").fetchall()[0]
-    customers = con.execute("SELECT count(DISTINCT cust) FROM crm_touch").fetchall()[0]
-    paths = pd.DataFrame({
-        "path": _decode_paths(frame["key"].tolist(), channels),
-        "conversions": frame["conversions"].to_numpy(dtype=float),
-        "value": frame["value"].to_numpy(dtype=float),
-        "nulls": frame["nulls"].to_numpy(dtype=float),
-    })
-    paths = paths.sort_values("path", key=lambda s: s.map(" > ".join), ignore_index=True)
+    (touches in time order, ties by channel name); values are summed exactly, as DECIMAL."""
+    channels = list(channels) if channels is not None else _log_channels(con)
+    paths, customers = _log_paths(con, lookback_days, drop_channels, channels, _order_values)
+    paths["value"] = paths["value"].to_numpy(dtype=float) / 1e6
+    paths = _by_path(paths)
+    orders = con.execute("SELECT count(*) FROM crm_conv").fetchall()[0][0]
     journeys = paths["conversions"] + paths["nulls"]
-    stats = JourneyStats(customers=int(customers[0]),
-                         touches=int((paths["path"].map(len) * journeys).sum()),
+    stats = JourneyStats(customers=customers, touches=int((paths["path"].map(len) * journeys).sum()),
                          journeys=int(journeys.sum()), converting=int(paths["conversions"].sum()),
-                         orders=int(counts[0]))
+                         orders=int(orders))
     return paths, stats
 
 
 def acquisition_paths(con, lookback_days: int, drop_channels: Sequence[str], clv: pd.DataFrame,
                       channels: Sequence[str]) -> pd.DataFrame:
     """Paths of each customer's first conversion, with ``value`` = the customer's predicted CLV
-    (``clv``: customer_id, clv) instead of the order value; customers without a CLV are left out."""
+    (``clv``: customer_id, clv) instead of the order value; customers without a CLV are left out.
+    Ids are matched exactly: through ``crm_customer`` when customers are keyed by rank, else among
+    the ids of the orders, whose keys are distinct (:func:`_read_log`)."""
     frame = clv[["customer_id", "clv"]].astype({"customer_id": str, "clv": float})
+
+    def first_conversions(con) -> tuple[np.ndarray, np.ndarray]:
+        exact, orders = con.execute("SELECT exact_keys, orders_file FROM crm_log").fetchall()[0]
+        known = ("SELECT k.cust, v.clv FROM crm_clv_in v JOIN crm_customer k USING (customer_id)" if exact else
+                 f"SELECT {CUSTOMER_KEY.format('customer_id')} AS cust, clv FROM crm_clv_in WHERE customer_id IN "
+                 f"(SELECT customer_id FROM read_parquet({_sql_string(orders)}) WHERE order_ts IS NOT NULL)")
+        first = con.execute(
+            f"""WITH v AS (SELECT cust, any_value(clv) AS clv FROM ({known}) WHERE clv IS NOT NULL GROUP BY cust)
+                SELECT coalesce(v.clv, 0)::DOUBLE AS clv,
+                       v.clv IS NOT NULL AND c.ts_us = min(c.ts_us) OVER (PARTITION BY c.cust) AS counted
+                FROM crm_conv c LEFT JOIN v USING (cust) ORDER BY {CONVERSION_ORDER}""").fetchnumpy()
+        return np.asarray(first["clv"], dtype=float), np.asarray(first["counted"], dtype=bool)
+
     con.register("crm_clv_in", frame)
-    drop_codes = [i for i, c in enumerate(channels) if c in set(drop_channels)]
-    origin, parts = _partitions(con)
     try:
-        out = pd.concat([con.execute(
-            f"""WITH j AS ({_journeys_sql(lookback_days, drop_codes, origin, part, parts)}),
-                first AS (SELECT cust, min(ts_us) AS conv_us FROM crm_conv GROUP BY cust),
-                v AS (SELECT hash(customer_id) AS cust, any_value(clv) AS clv FROM crm_clv_in
-                      WHERE clv IS NOT NULL GROUP BY customer_id)
-                SELECT {_path_key_sql()} AS key, count(*) AS conversions, sum(v.clv)::DOUBLE AS value
-                FROM j JOIN first USING (cust, conv_us) JOIN v USING (cust)
-                WHERE j.claimed AND len(k) > 0 GROUP BY key""").df() for part in range(parts)], ignore_index=True)
+        paths, _ = _log_paths(con, lookback_days, drop_channels, channels, first_conversions, nulls=False)
     finally:
         con.unregister("crm_clv_in")
-    out = out.groupby("key", sort=True, as_index=False)[["conversions", "value"]].sum()
-    paths = pd.DataFrame({"path": _decode_paths(out["key"].tolist(), channels),
-                          "conversions": out["conversions"].to_numpy(dtype=float),
-                          "value": out["value"].to_numpy(dtype=float), "nulls": np.zeros(len(out))})
-    return paths.sort_values("path", key=lambda s: s.map(" > ".join), ignore_index=True)
+    return _by_path(paths[paths["conversions"] > 0].reset_index(drop=True))
 
 
 def read_paths_file(path: str | Path, fmt: str = "channelattribution", delimiter: str | None = None,

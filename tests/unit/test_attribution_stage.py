@@ -200,7 +200,7 @@ def test_auto_lookback_falls_back_when_the_data_cannot_tell():
 
 def test_touch_rate_curve_counts_touches_per_conversion_with_that_much_history(tmp_path):
     touches = [("a", 0, "email"), ("a", 9, "search"), ("a", 9.5, "direct"), ("b", 1, "email")]
-    orders = [("a1", "a", 10, 1.0), ("b1", "b", 3, 1.0)]
+    orders = [("a1", "a", 10, 1.0), ("a2", "a", 10, 3.0), ("b1", "b", 3, 1.0)]   # a's two orders: one conversion
     files = write_log(tmp_path, touches, orders)
     con = engine.connect(memory_limit="1GB")
     try:
@@ -398,11 +398,145 @@ def test_clv_from_04_is_used_when_present(tiny, tmp_path):
     np.testing.assert_allclose(e.loc[e["new_customers"] > 0, "clv_per_customer"], 100.0)
 
 
-def test_partitioned_aggregation_gives_the_same_paths(tiny, monkeypatch):
+@pytest.mark.parametrize("batch_rows", [1, 7, 1_000])
+def test_batches_that_cut_customers_give_the_same_paths(tiny, monkeypatch, batch_rows):
     tdir = tiny["run_dir"] / "tables"
     files = (tdir / "clean_touchpoints.parquet", tdir / "clean_transactions.parquet")
     whole, stats = duckdb_paths(*files, 14, ("direct",))
-    monkeypatch.setattr(A, "ROWS_PER_PARTITION", 1_000)
+    monkeypatch.setattr(A, "LOG_BATCH_ROWS", batch_rows)
     parts, stats_parts = duckdb_paths(*files, 14, ("direct",))
     assert_same_paths(parts, whole)
     assert stats_parts == stats
+
+
+# --------------------------------------------------------------------------------------------
+# Customer keys: a shared hash falls back to exact keys
+# --------------------------------------------------------------------------------------------
+def test_customers_whose_keys_collide_are_keyed_exactly(tiny, monkeypatch):
+    tables, tdir = tiny["tables"], tiny["run_dir"] / "tables"
+    files = (tdir / "clean_touchpoints.parquet", tdir / "clean_transactions.parquet")
+    expected = A.aggregate_journeys(reference_journeys(tables["touchpoints"], tables["transactions"], 14))
+    monkeypatch.setattr(A, "CUSTOMER_KEY", "hash({}) % 3")   # 300 customers on 3 keys
+    con = engine.connect(memory_limit="1GB")
+    try:
+        A._load_touch_log(con, *files)
+        got, stats = A.journey_paths(con, 14)
+        assert con.execute("SELECT exact_keys, keys_checked FROM crm_log").fetchall() == [(True, True)]
+    finally:
+        con.close()
+    assert_same_paths(got, expected)
+    assert stats.customers == tables["touchpoints"].dropna(subset=["customer_id", "ts", "channel"])["customer_id"].nunique()
+    # without the check the colliding keys merge customers' journeys: the check is what keeps them apart
+    monkeypatch.setattr(A, "_read_log", lambda con, consume: consume(A._sorted_log(con)))
+    merged, merged_stats = duckdb_paths(*files, 14)
+    assert merged_stats.customers == 3
+    assert by_path(merged)["path"].tolist() != by_path(expected)["path"].tolist()
+
+
+def test_distinct_ids_keep_their_hash_and_are_counted_once(tiny, monkeypatch):
+    tdir = tiny["run_dir"] / "tables"
+    counted = []
+    count_ids = A._count_ids
+    monkeypatch.setattr(A, "_count_ids", lambda *args: counted.append(1) or count_ids(*args))
+    con = engine.connect(memory_limit="1GB")
+    try:
+        A._load_touch_log(con, tdir / "clean_touchpoints.parquet", tdir / "clean_transactions.parquet")
+        A.touch_rate_curve(con, 30)
+        A.journey_paths(con, 14)
+        assert con.execute("SELECT exact_keys, keys_checked FROM crm_log").fetchall() == [(False, True)]
+        assert con.execute("SELECT count(*) FROM duckdb_tables() WHERE table_name = 'crm_customer'").fetchall() == [(0,)]
+    finally:
+        con.close()
+    assert counted == [1]
+
+
+# --------------------------------------------------------------------------------------------
+# An adversarial log: many orders per customer, ties, long journeys, many channels
+# --------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def busy_log(tmp_path_factory):
+    rng = np.random.default_rng(5)
+    channels = [f"ch{i:02d}" for i in range(30)]          # base 31: paths over 12 touches need byte keys
+    t0 = pd.Timestamp("2024-01-01")
+    n_touch, n_lines = 20_000, 3_000
+    minutes = rng.integers(0, 200 * 24 * 60, n_touch)
+    touch = pd.DataFrame({
+        "customer_id": np.char.add("c", rng.integers(0, 150, n_touch).astype(str)),
+        "ts": t0 + pd.to_timedelta(minutes - minutes % 60 * (rng.random(n_touch) < 0.5), unit="min"),  # many ties
+        "channel": rng.choice(channels, n_touch, p=np.r_[0.3, np.full(29, 0.7 / 29)]),
+    })
+    order_minutes = rng.integers(0, 210 * 24 * 60, n_lines)
+    orders = pd.DataFrame({
+        "order_id": np.char.add("o", rng.integers(0, 2_000, n_lines).astype(str)),  # several lines per order
+        "customer_id": np.char.add("c", rng.integers(0, 170, n_lines).astype(str)),  # some customers never touched
+        "order_ts": t0 + pd.to_timedelta(order_minutes - order_minutes % 60, unit="min"),
+        "amount": np.round(rng.normal(40, 30, n_lines), 2),                          # refunds too
+    })
+    orders = orders.groupby("order_id", as_index=False).agg(
+        customer_id=("customer_id", "first"), order_ts=("order_ts", "first"), amount=("amount", list)).explode("amount")
+    orders["amount"] = orders["amount"].astype(float)
+    folder = tmp_path_factory.mktemp("busy")
+    touch.to_parquet(folder / "touch.parquet")
+    orders.to_parquet(folder / "orders.parquet")
+    return touch, orders, folder / "touch.parquet", folder / "orders.parquet"
+
+
+@pytest.mark.parametrize("lookback, drop, list_channels", [(2, (), 32), (9, ("ch00", "ch07"), 32), (45, (), 32),
+                                                          (9, ("ch00",), 0)])   # 0: channel codes by the enum cast
+def test_a_busy_log_gives_the_reference_journeys(busy_log, monkeypatch, lookback, drop, list_channels):
+    touch, orders, touch_file, orders_file = busy_log
+    monkeypatch.setattr(A, "LIST_CHANNELS", list_channels)
+    got, stats = duckdb_paths(touch_file, orders_file, lookback, drop)
+    expected = A.aggregate_journeys(reference_journeys(touch, orders, lookback), drop_channels=drop)
+    if lookback == 45:
+        assert expected["path"].map(len).max() > 12   # paths that need byte keys are among them
+    assert_same_paths(got, expected)
+    assert stats.converting == expected["conversions"].sum()
+    assert stats.customers == touch["customer_id"].nunique()
+
+
+def test_path_values_are_exact_decimal_sums(tmp_path):
+    # three conversions of 0.1 on one path: 0.3, where floating-point sums give 0.30000000000000004
+    files = write_log(tmp_path, [("a", 0, "email"), ("b", 0, "email"), ("c", 0, "email")],
+                      [("a1", "a", 1, 0.1), ("b1", "b", 1, 0.1), ("c1", "c", 1, 0.1)])
+    got, _ = duckdb_paths(*files, 30)
+    assert got["value"].tolist() == [0.3] and 0.1 + 0.1 + 0.1 != 0.3
+
+
+def test_path_values_beyond_integer_millionths_are_summed_as_floats(tmp_path):
+    # 5e12 in millionths does not fit 62 bits: floats, still close to the exact sum
+    files = write_log(tmp_path, [("a", 0, "email"), ("b", 0, "email")],
+                      [("a1", "a", 1, 3e12 + 0.25), ("b1", "b", 1, 2e12 + 0.5)])
+    got, _ = duckdb_paths(*files, 30)
+    assert got["value"].tolist() == [pytest.approx(5e12 + 0.75, rel=1e-15)]
+
+
+def test_a_log_spanning_centuries_is_refused(tmp_path):
+    files = write_log(tmp_path, [("a", -365 * 174, "email"), ("a", 0, "email")], [("a1", "a", 1, 1.0)])
+    con = engine.connect(memory_limit="1GB")
+    try:
+        with pytest.raises(ValueError, match="span 174 years; at most 143"):
+            A._load_touch_log(con, *files)
+    finally:
+        con.close()
+
+
+def test_acquisition_paths_credit_first_conversions_with_the_customers_clv(busy_log):
+    touch, orders, touch_file, orders_file = busy_log
+    customers = sorted(set(orders["customer_id"]))
+    clv = pd.DataFrame({"customer_id": customers[::2] + ["never seen"], "clv": np.arange(len(customers[::2]) + 1.0)})
+    con = engine.connect(memory_limit="1GB")
+    try:
+        channels = A._load_touch_log(con, touch_file, orders_file)
+        got = A.acquisition_paths(con, 9, (), clv, channels)
+    finally:
+        con.close()
+    journeys = reference_journeys(touch, orders, 9)
+    first_ts = orders.groupby("customer_id")["order_ts"].min()
+    jid = journeys["journey_id"].str.split("|")
+    customer, conv_ts = jid.str[1], pd.to_datetime(jid.str[2], errors="coerce")
+    first = journeys["converted"] & (conv_ts.to_numpy() == customer.map(first_ts).to_numpy())
+    value = customer.map(clv.set_index("customer_id")["clv"])
+    expected = A.aggregate_journeys(journeys[first & value.notna()].assign(value=value))
+    expected = expected.assign(nulls=0.0)
+    assert_same_paths(got, expected)
