@@ -1,14 +1,21 @@
 """Run the benchmarks and write benchmarks/results.md.
 
-Cases (each case and its baseline run in their own process; wall time and peak RSS):
+Cases (each case and its baseline run in their own process, in this one run; wall time and peak RSS):
 - ingest_clean: 01 ingestion + 02 cleaning of the synthetic demo's transactions at N customers,
   against the baseline `pandas.read_csv` of the same file (reading alone, no typing or rules).
+- ingestion (benchmarks/ingestion.py): a 10M-row CSV to canonical Parquet against pandas.read_csv.
+- clv (benchmarks/clv.py): the BG/NBD fit on 1M customers; the customer summary of 10M transactions
+  against a pandas groupby.
+- attribution (benchmarks/attribution.py): 10M raw journeys -> paths -> Markov order 1 + heuristics.
+
+`--quick` runs every case at a tenth of its size (a smoke test of the benchmarks themselves).
 """
 from __future__ import annotations
 
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import subprocess
 import sys
@@ -47,7 +54,10 @@ def measure(code: str, *args: str) -> tuple[float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--customers", type=int, default=50_000)
+    parser.add_argument("--quick", action="store_true", help="every case at a tenth of its size")
     args = parser.parse_args()
+    scale = 10 if args.quick else 1
+    from benchmarks import attribution, clv, ingestion
     from crmbook import synth
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -62,11 +72,16 @@ def main() -> None:
     lines = [
         "# Benchmark results", "",
         f"{dt.date.today().isoformat()} · {platform.machine()} · {platform.python_version()} · "
-        f"command: `make bench` (`python -m benchmarks --customers {args.customers}`)", "",
+        f"command: `make bench` (`python -m benchmarks --customers {args.customers}{' --quick' if args.quick else ''}`)", "",
         "| case | rows | seconds | peak RSS (MB) | baseline | baseline s | baseline MB | time ratio |",
         "|---|---|---|---|---|---|---|---|",
         f"| ingest + clean transactions | {rows:,} | {crm[0]:.2f} | {crm[1]:.0f} | pandas.read_csv | {base[0]:.2f} | {base[1]:.0f} | {crm[0] / base[0]:.1f}× |",
     ]
+    lines += ingestion.markdown_rows(ingestion.run(rows=10_000_000 // scale))
+    lines += clv.markdown_rows(clv.run(customers=1_000_000 // scale, rows=10_000_000 // scale))
+    lines.append(attribution.markdown_row(attribution.run(journeys=10_000_000 // scale)))
+    lines += ["", f"Load average at the end: {', '.join(f'{x:.2f}' for x in os.getloadavg())} "
+                  f"({os.cpu_count()} cores; the machine is shared, so compare ratios within one run)."]
     (HERE / "results.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
     print("\n".join(lines))
 
