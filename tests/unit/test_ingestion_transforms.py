@@ -188,3 +188,30 @@ def test_contacts_are_normalised_then_hashed_with_their_status(tmp_path, monkeyp
     assert frame["email_hash"].tolist() == [ingestion.pii_hash(pd.Series(["ann@example.com"]), "email").iloc[0], "", ""]
     assert frame["email_status"].tolist() == ["normalised", "invalid", ""]
     assert "Ann" not in frame.to_csv()
+
+
+def test_large_file_not_utf8_after_its_first_megabyte_is_detected_again(tmp_path, monkeypatch):
+    """Above FULL_CHECK_BYTES only the first megabyte is decoded in Python; a Latin-1 byte later on
+    makes DuckDB stop, and the file is then read in the encoding detected from all of it."""
+    monkeypatch.setattr(ingestion, "FULL_CHECK_BYTES", 1000)
+    ascii_rows = "".join(f"C{i};Paris\n" for i in range(120_000))  # > 1 MB of ASCII before the first é
+    path = tmp_path / "late_latin.csv"
+    path.write_bytes(("customer_id;city\n" + ascii_rows + "C-last;Montréal\n").encode("latin-1"))
+    assert ingestion.detect_encoding_fast(path) == ("utf-8", True)
+    frame, read = ingestion.ingest_source("customers", Source(path=path), path)
+    assert len(frame) == 120_001 and frame["city"].iloc[-1] == "Montréal"
+    assert read.encoding not in ("utf-8", "utf-8-sig")
+    utf8 = tmp_path / "utf8.csv"
+    utf8.write_text("customer_id;city\n" + ascii_rows + "C-last;Montréal\n", encoding="utf-8")
+    frame, read = ingestion.ingest_source("customers", Source(path=utf8), utf8)
+    assert frame["city"].iloc[-1] == "Montréal" and read.encoding == "utf-8"
+
+
+def test_bad_row_after_the_first_batch_is_a_one_line_error(tmp_path):
+    """DuckDB's errors in a later batch reach the writer through pyarrow (as OSError): still an
+    InputError naming the file and the row, never a traceback."""
+    rows = ingestion.BATCH_ROWS + 5_000
+    path = tmp_path / "long.csv"
+    path.write_text("customer_id,city\n" + "".join(f"C{i},Paris\n" for i in range(rows)) + "C-last,Paris,extra\n")
+    with pytest.raises(InputError, match=rf"long\.csv, column 'city', row {rows + 2}: malformed CSV"):
+        ingestion.ingest_source("customers", Source(path=path), path)
