@@ -22,24 +22,26 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import PEAK_MB
+
 HERE = Path(__file__).resolve().parent
 
 CASES = {
-    "ingest_clean": """
-import time, resource, sys
+    "ingest_clean": PEAK_MB + """
+import time, sys
 from crmbook import cleaning, config, ingestion
 cfg = config.load(sys.argv[1])
 t = time.perf_counter()
 tables, _ = ingestion.ingest(cfg)
 cleaning.clean({"transactions": tables["transactions"]}, cfg)
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(time.perf_counter() - t, peak_mb())
 """,
-    "baseline_read_csv": """
-import time, resource, sys
+    "baseline_read_csv": PEAK_MB + """
+import time, sys
 import pandas as pd
 t = time.perf_counter()
 pd.read_csv(sys.argv[2])
-print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+print(time.perf_counter() - t, peak_mb())
 """,
 }
 
@@ -47,8 +49,8 @@ print(time.perf_counter() - t, resource.getrusage(resource.RUSAGE_SELF).ru_maxrs
 def measure(code: str, *args: str) -> tuple[float, float]:
     """(seconds, peak RSS in MB) of one case in a fresh interpreter."""
     out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, check=True)
-    seconds, rss_kb = out.stdout.split()
-    return float(seconds), float(rss_kb) / 1024
+    seconds, peak = out.stdout.split()
+    return float(seconds), float(peak)
 
 
 def main() -> None:

@@ -41,6 +41,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import PEAK_MB
+
 AS_OF = dt.date(2025, 1, 1)
 TARGETS = {"bgnbd_fit": (2.0, 1024.0), "customer_summary": (5.0, 1024.0)}
 BGNBD_TRUE = {"r": 0.25, "alpha": 28.0 / 7.0, "a": 0.8, "b": 2.5}  # alpha per week (28 days)
@@ -48,17 +50,7 @@ LIFETIMES_QUOTED_S = 16.0
 SUMMARY_COLUMNS = ("customer_id", "first_purchase", "last_purchase", "orders", "revenue", "purchase_days", "frequency",
                    "recency", "T", "recency_days", "monetary", "aov", "mean_interpurchase_days")
 
-_PEAK = """
-def peak_mb():
-    \"\"\"This process's peak RSS: VmHWM belongs to the address space execve made, while ru_maxrss
-    also counts the parent's peak before the exec (Linux keeps it across fork and exec).\"\"\"
-    try:
-        with open("/proc/self/status") as status:
-            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
-    except (OSError, StopIteration):
-        import resource
-        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-"""
+_PEAK = PEAK_MB
 
 _FIT = _PEAK + """
 import json, os, sys, time

@@ -7,13 +7,19 @@ onto the canonical transactions table and written to `canonical_transactions.par
 `crmbook.ingestion.ingest_to` (encoding and delimiter detection, the header check, DuckDB's read,
 the mapping, lineage columns, a zstd Parquet file), against `pandas.read_csv` of the same file
 (reading alone, pandas' default type inference), in the same run. Each side runs in a fresh
-interpreter, so its peak RSS (`ru_maxrss`) is its own; both include the interpreter and its imports.
+interpreter, so its peak RSS (VmHWM, see `benchmarks.PEAK_MB`) is its own; both include the interpreter and
+its imports.
 The canonical file is checked (row count, first and last row) before anything is reported.
 Target: at least 2× faster than the baseline and at most half its memory.
 
 `csv_to_canonical` is also compared with the same job done in pandas (`pandas_pipeline`:
 read_csv as text, rename to canonical names, add the lineage columns, to_parquet with zstd), the
 like-for-like baseline: reading alone does not write anything.
+
+The floor: DuckDB's CSV reader counting the file's rows with the reader settings ingestion uses
+(every column as text; no output). On 2 cores it needs about half of what `pandas.read_csv` takes,
+so "twice as fast as read_csv" cannot be met here by anything that also writes the Parquet file; the
+row says how close ingestion comes to reading alone.
 """
 from __future__ import annotations
 
@@ -26,35 +32,37 @@ import sys
 import tempfile
 from pathlib import Path
 
+from benchmarks import PEAK_MB
+
 TARGET_SPEEDUP, TARGET_MEMORY_SHARE = 2.0, 0.5
 HEADER = ["OrderNo", "CustID", "OrderDate", "Total", "Qty", "SKU", "Category", "Channel", "Status"]
 MAPPING = {"order_id": "OrderNo", "customer_id": "CustID", "order_ts": "OrderDate", "amount": "Total", "quantity": "Qty",
            "product_id": "SKU", "category": "Category", "channel": "Channel", "status": "Status"}
 
-_CRMBOOK = """
-import json, resource, sys, time
+_CRMBOOK = PEAK_MB + """
+import json, sys, time
 start = time.perf_counter()
 from crmbook import config, ingestion
 cfg = config.load(sys.argv[1])
 reads = ingestion.ingest_to(cfg, sys.argv[2])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(),
                   "rows": int(reads["rows"].sum())}))
 """
 
-_PANDAS = """
-import json, resource, sys, time
+_PANDAS = PEAK_MB + """
+import json, sys, time
 start = time.perf_counter()
 import pandas as pd
 frame = pd.read_csv(sys.argv[1])
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(),
                   "rows": len(frame)}))
 """
 
 
-_PANDAS_PIPELINE = """
-import json, resource, sys, time
+_PANDAS_PIPELINE = PEAK_MB + """
+import json, sys, time
 start = time.perf_counter()
 import pandas as pd
 mapping = json.loads(sys.argv[3])
@@ -64,8 +72,20 @@ frame["source"] = "orders.csv"
 frame["source_row"] = pd.RangeIndex(2, len(frame) + 2)
 frame.to_parquet(sys.argv[2], compression="zstd", index=False)
 seconds = time.perf_counter() - start
-print(json.dumps({"seconds": seconds, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(),
                   "rows": len(frame)}))
+"""
+
+_DUCKDB_FLOOR = PEAK_MB + """
+import json, sys, time
+start = time.perf_counter()
+import duckdb
+columns = "{" + ", ".join(f"'c{i}': 'VARCHAR'" for i in range(int(sys.argv[2]))) + "}"
+rows = duckdb.connect().execute(
+    f"SELECT count(*) FROM read_csv(?, columns={columns}, delim=',', quote='\\"', escape='\\"', header=false, "
+    "auto_detect=false, strict_mode=true, skip=1)", [sys.argv[1]]).fetchone()[0]
+seconds = time.perf_counter() - start
+print(json.dumps({"seconds": seconds, "peak_mb": peak_mb(), "rows": rows}))
 """
 
 
@@ -134,12 +154,15 @@ def run(rows: int = 10_000_000, seed: int = 0) -> list[dict]:
         _check(csv_path, folder / "tables" / "canonical_transactions.parquet", rows)
         base = _run(_PANDAS, csv_path)
         same_job = _run(_PANDAS_PIPELINE, csv_path, folder / "pandas.parquet", json.dumps(MAPPING))
-        assert crm["rows"] == base["rows"] == same_job["rows"] == rows
+        floor = _run(_DUCKDB_FLOOR, csv_path, len(HEADER))
+        assert crm["rows"] == base["rows"] == same_job["rows"] == floor["rows"] == rows
         size_mb = csv_path.stat().st_size / 2**20
     mine = {"case": "csv_to_canonical", "size": rows, "file_mb": size_mb, "seconds": crm["seconds"], "peak_mb": crm["peak_mb"]}
     return [{**mine, "baseline": "pandas.read_csv", "baseline_seconds": base["seconds"], "baseline_peak_mb": base["peak_mb"]},
             {**mine, "baseline": "pandas read_csv + to_parquet (same job)", "baseline_seconds": same_job["seconds"],
-             "baseline_peak_mb": same_job["peak_mb"]}]
+             "baseline_peak_mb": same_job["peak_mb"]},
+            {**mine, "baseline": "floor: DuckDB counting the CSV's rows (parse only, no output)",
+             "baseline_seconds": floor["seconds"], "baseline_peak_mb": floor["peak_mb"]}]
 
 
 def markdown_rows(results: list[dict]) -> list[str]:
