@@ -1,7 +1,7 @@
 """`crmbook run | synth | validate`: the command line.
 
 Errors a user can act on print as one line and exit non-zero (2: params or input, 1: a failed
-run); set CRMBOOK_DEBUG=1 to see the traceback instead.
+run or a file that cannot be written); set CRMBOOK_DEBUG=1 to see the traceback instead.
 """
 from __future__ import annotations
 
@@ -62,6 +62,11 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"crmbook: error: {error}", file=sys.stderr)
         return error.exit_code
+    except OSError as error:  # a full disk, a folder that cannot be written: one line, no traceback
+        if os.environ.get("CRMBOOK_DEBUG"):
+            raise
+        print(f"crmbook: error: {error}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("crmbook: interrupted", file=sys.stderr)
         return 130

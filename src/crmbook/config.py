@@ -101,17 +101,21 @@ class SqlSource(Section):
     @model_validator(mode="before")
     @classmethod
     def _redact(cls, data: Any) -> Any:
-        """A password written in the URL is masked before anything can echo it (errors print their input)."""
+        """A password written in the URL (`user:secret@host`, or `?password=secret`, which drivers
+        also accept) is masked before anything can echo it (errors print their input)."""
         if isinstance(data, dict) and isinstance(data.get("url"), str):
             import re
 
-            data = {**data, "url": re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1:***@", data["url"])}
+            url = re.sub(r"^([^:/]+://[^:/@]+):[^@]*@", r"\1:***@", data["url"])
+            data = {**data, "url": re.sub(r"([?&](?:password|passwd)=)[^&]*", r"\1***", url, flags=re.IGNORECASE)}
         return data
 
     @field_validator("url")
     @classmethod
     def _no_password(cls, value: str) -> str:
-        if ":***@" in value:
+        import re
+
+        if ":***@" in value or re.search(r"[?&](?:password|passwd)=", value, re.IGNORECASE):
             raise ValueError("the URL contains a password: remove it and name an environment variable in password_env")
         if "://" not in value:
             raise ValueError("a SQLAlchemy URL looks like dialect+driver://user@host:port/database")

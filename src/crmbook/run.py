@@ -14,16 +14,20 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import hashlib
+import logging
+import multiprocessing
 import os
 import platform
+import re
 import signal
 import subprocess
 import sys
 import time
 import traceback
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from importlib import metadata
 from multiprocessing import get_context
@@ -111,23 +115,32 @@ class RunOptions:
 def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path, cell_timeout_s: int | None) -> float:
     """Execute one notebook with papermill (kernel `python3`, IPC transport so that kernels started
     in parallel cannot collide on TCP ports, papermill #511). Returns seconds. Raises on failure,
-    including a cell timeout, which leaves no error banner in the notebook."""
+    including a cell timeout, which leaves no error banner in the notebook. The output notebook is
+    saved as each cell starts and ends (about 20 ms a save), so a stage that times out, whose kernel
+    dies or that a signal stops still leaves the notebook up to the cell it was running."""
     import shutil
     import tempfile
 
     import papermill
 
     os.environ.setdefault("OMP_NUM_THREADS", "1")  # kernels run side by side: one BLAS/OpenMP thread each
+    _quiet(logging.getLogger("papermill"))
     started = time.perf_counter()
     socket_dir = Path(tempfile.mkdtemp(prefix="crmbook-kernel-"))
     try:
         papermill.execute_notebook(
             str(notebook), str(output), parameters={"params_path": str(params_path), "run_dir": str(run_dir)},
-            kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=False,
+            kernel_name=KERNEL, cwd=str(notebook.parent), progress_bar=False, request_save_on_cell_execute=True,
             execution_timeout=cell_timeout_s, kernel_manager_class=_ipc_kernel_manager(socket_dir),
         )
     except BaseException:
-        raise  # keep the socket folder: a kernel still starting may bind in it; it exits with its parent
+        # Keep the socket folder (a kernel still starting may bind in it; it exits with its parent),
+        # and the kernel's stderr beside the error notebook, where the failed run folder keeps it.
+        log = socket_dir / "kernel-stderr.log"
+        with contextlib.suppress(OSError):
+            if log.stat().st_size:
+                shutil.copyfile(log, output.with_suffix(".stderr.log"))
+        raise
     shutil.rmtree(socket_dir, ignore_errors=True)
     return time.perf_counter() - started
 
@@ -161,13 +174,34 @@ def _ipc_kernel_manager(socket_dir: Path):
     return IPCKernelManager
 
 
+def _quiet(logger: logging.Logger) -> None:
+    """Keep a library's log records off the terminal: without a handler, Python prints warnings and
+    errors to stderr ("Kernel died while waiting for execute reply."), and a failed run must print
+    one line. The exception papermill raises carries the same news into the manifest."""
+    if not any(isinstance(h, logging.NullHandler) for h in logger.handlers):
+        logger.addHandler(logging.NullHandler())
+
+
 def _failure_reason(error: BaseException) -> str:
+    """One readable line that says why a stage or a run failed (for the manifest and the terminal)."""
     name = type(error).__name__
-    if name == "PapermillExecutionError":
-        return f"cell {getattr(error, 'exec_count', '?')} raised {getattr(error, 'ename', '')}: {getattr(error, 'evalue', '')}".strip()
-    if "Timeout" in name:
-        return f"a cell timed out ({error})"
-    return f"{name}: {error}"
+    if isinstance(error, CrmbookError):
+        reason = str(error)
+    elif name == "PapermillExecutionError":
+        reason = f"cell {getattr(error, 'exec_count', '?')} raised {getattr(error, 'ename', '')}: {getattr(error, 'evalue', '')}"
+    elif name == "CellTimeoutError":  # papermill leaves no error banner in the notebook: say it here
+        limit = re.search(r"after (\d+) seconds", str(error))
+        reason = (f"a cell ran longer than the cell timeout ({limit.group(1) + ' s' if limit else 'run.cell_timeout'}): "
+                  "raise it with --cell-timeout if the data is large")
+    elif isinstance(error, KeyboardInterrupt):
+        reason = "interrupted (Ctrl-C)"
+    elif name == "DeadKernelError":
+        reason = "the notebook's kernel died (killed by a signal, or out of memory)"
+    elif isinstance(error, OSError) and error.errno == errno.ENOSPC:
+        reason = f"the disk is full ({error.strerror}{': ' + str(error.filename) if error.filename else ''})"
+    else:
+        reason = f"{name}: {error}"
+    return " ".join(reason.split())
 
 
 def plan_waves(stages: tuple[Stage, ...]) -> list[list[Stage]]:
@@ -231,6 +265,19 @@ def reports_lock(reports_dir: Path):
     finally:
         fcntl.flock(handle, fcntl.LOCK_UN)
         handle.close()
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a UTF-8 file whole or not at all (a temporary file renamed over it), so a full disk
+    cannot leave a truncated manifest that a reader would take for a complete one."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    except OSError:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
 
 
 def point_latest(reports_dir: Path, run_id: str) -> None:
@@ -306,6 +353,7 @@ def run(opts: RunOptions) -> Path:
         run_id = new_run_id(reports_dir, opts.params_path)
         partial = reports_dir / f".{run_id}.partial"
         (partial / "notebooks").mkdir(parents=True)
+        (partial / "tables").mkdir()  # every run has one, even when its stages write no table
         started = dt.datetime.now(dt.UTC)
         info = None
         previous = signal.signal(signal.SIGTERM, _terminate)
@@ -321,15 +369,23 @@ def run(opts: RunOptions) -> Path:
         except BaseException as exc:  # noqa: BLE001 - every failure must end as a .failed run
             error = exc.args[0] if isinstance(exc, CrmbookError) else _failure_reason(exc)
             if not isinstance(exc, (CrmbookError, KeyboardInterrupt)):
-                (partial / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
+                with contextlib.suppress(OSError):  # a full disk: the manifest below may still fit
+                    (partial / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         finally:
             signal.signal(signal.SIGTERM, previous)
         status = "failed" if error else "succeeded"
         manifest = build_manifest(run_id, cfg, list(results.values()), partial, started, status, error)
         if info is not None:
             manifest["as_of"] = info.as_of
-        write_run_index(cfg, partial, manifest)
-        (partial / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+        try:
+            write_run_index(cfg, partial, manifest)
+        except OSError as exc:  # a full disk, say: a run without its index page is not published
+            error = error or f"index.html could not be written: {_failure_reason(exc)}"
+            manifest.update(status="failed", error=error)
+        try:
+            write_atomic(partial / "manifest.json", json.dumps(manifest, indent=2, ensure_ascii=False))
+        except OSError as exc:
+            error = f"{error or 'the run was not published'}; manifest.json could not be written: {_failure_reason(exc)}"
         if error:
             failed = reports_dir / f"{run_id}.failed"
             partial.rename(failed)
@@ -418,13 +474,19 @@ def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: 
     else:
         with ProcessPoolExecutor(max_workers=min(opts.jobs, len(wave)), mp_context=get_context("spawn")) as pool:
             futures = [(stage, pool.submit(execute_stage, *args(stage))) for stage in wave]
-            outcomes = []
-            for stage, future in futures:
-                try:
-                    outcomes.append((stage, future.result(), None))
-                except Exception as exc:  # noqa: BLE001
-                    outcomes.append((stage, 0.0, exc))
+            stopped: BaseException | None = None
+            try:
+                wait([future for _, future in futures])
+            except BaseException as exc:  # noqa: BLE001 - SIGTERM or Ctrl-C
+                stopped = exc
+            outcomes = [(stage, *_outcome(future, stopped)) for stage, future in futures]
+            if stopped is not None:  # stop the other stages now, not when they end
+                pool.shutdown(wait=False, cancel_futures=True)
+                for worker in multiprocessing.active_children():
+                    worker.terminate()  # its kernel sees its parent gone and exits
     for stage, seconds, exc in outcomes:
+        if exc is not None and not isinstance(exc, Exception):
+            raise exc  # Ctrl-C
         result = results[stage.name]
         result.duration_s = round(seconds, 2)
         if exc is None:
@@ -436,3 +498,10 @@ def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: 
             failures.append(result)
     if failures:
         raise RunError(f"stage {failures[0].name} failed: {failures[0].reason}")
+
+
+def _outcome(future, stopped: BaseException | None) -> tuple[float, BaseException | None]:
+    """(seconds, None) of a stage that succeeded, else (0, why it failed or was stopped)."""
+    if not future.done() or future.cancelled():
+        return 0.0, stopped
+    return (future.result(), None) if future.exception() is None else (0.0, future.exception())

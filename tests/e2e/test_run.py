@@ -22,9 +22,12 @@ def workspace(tmp_path_factory, demo_dir):
     folder = tmp_path_factory.mktemp("e2e")
     params = write_params(folder, demo_dir)
     reports = folder / "reports"
-    result = crmbook("run", "--params", str(params), "--reports-dir", str(reports))
+    temp = folder / "tmp"  # the run's temporary files (kernel sockets and stderr logs), searched for PII below
+    temp.mkdir()
+    result = crmbook("run", "--params", str(params), "--reports-dir", str(reports), env={"TMPDIR": str(temp)})
     assert result.returncode == 0, result.stdout + result.stderr
-    return {"params": params, "reports": reports, "first": (reports / "latest").resolve(), "stdout": result.stdout}
+    return {"params": params, "reports": reports, "first": (reports / "latest").resolve(), "stdout": result.stdout,
+            "stderr": result.stderr, "temp": temp}
 
 
 def test_run_folder_contract(workspace):
@@ -111,6 +114,39 @@ def test_reports_contain_no_code_and_no_pii(workspace, demo_dir):
         leaked = [v for v in pii if v in html]
         assert not leaked, f"{page.name} shows personal data: {leaked[:3]}"
         assert "cdn.jsdelivr" not in html and "require.js" not in html and "mathjax" not in html.lower()
+
+
+def _personal_values(demo_dir: Path) -> list[str]:
+    """Every name, e-mail and phone number of the demo's customers, lower-cased, with each phone
+    number also as bare digits (a pipeline that normalises phones must not publish them either)."""
+    customers = pd.read_csv(demo_dir / "customers.csv", encoding="gbk", dtype=str)
+    values = {v.strip().lower() for v in pd.concat([customers["Name"], customers["Email"], customers["Phone"]]).dropna()}
+    values |= {re.sub(r"\D", "", v) for v in customers["Phone"].dropna()}
+    return sorted(v for v in values if (len(v) >= 8 if v.isdigit() else len(v) >= 2))
+
+
+def _text_of(path: Path) -> str:
+    """What a reader of the file sees: Parquet and Excel are read (their compressed bytes hide text)."""
+    if path.suffix == ".parquet":
+        frame = pd.read_parquet(path)
+        return " ".join(map(str, frame.columns)) + "\n" + frame.astype(str).to_csv(index=False)
+    if path.suffix == ".xlsx":
+        sheets = pd.read_excel(path, sheet_name=None, dtype=str, header=None)
+        return "\n".join(sheet.to_csv(index=False) for sheet in sheets.values())
+    return path.read_bytes().decode("utf-8", errors="replace")
+
+
+def test_no_file_of_a_run_and_no_line_it_prints_holds_personal_data(workspace, demo_dir):
+    """Every file of the run folder (HTML, notebooks, tables, workbook, manifest, summaries, logs),
+    any temporary file the run left, and its stdout and stderr: zero names, e-mails or phones."""
+    pii = _personal_values(demo_dir)
+    assert len(pii) > 700 and any("@" in v for v in pii) and any(v.isdigit() for v in pii)
+    files = [p for folder in (workspace["first"], workspace["temp"]) for p in sorted(folder.rglob("*")) if p.is_file()]
+    assert {p.suffix for p in files} >= {".html", ".ipynb", ".csv", ".parquet", ".xlsx", ".json", ".md"}
+    texts = {str(p): _text_of(p).lower() for p in files}
+    texts["stdout and stderr"] = (workspace["stdout"] + workspace["stderr"]).lower()
+    leaks = {name: hits[:3] for name, text in texts.items() if (hits := [v for v in pii if v in text])}
+    assert leaks == {}
 
 
 MAX_REPORT_BYTES = 1_500_000

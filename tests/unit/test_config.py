@@ -40,6 +40,17 @@ def test_yaml_syntax_error_names_line(tmp_path):
         config.load(path)
 
 
+@pytest.mark.parametrize("tag", ["!!python/object/apply:os.system", "!!python/object/new:os.system"])
+def test_yaml_python_tags_are_refused_not_run(tmp_path, tag):
+    """Params are loaded with yaml.safe_load: a tag that would build a Python object is an error."""
+    marker = tmp_path / "ran"
+    path = tmp_path / "p.yaml"
+    path.write_text(f"run:\n  currency: {tag} [\"touch {marker}\"]\n")
+    with pytest.raises(ConfigError, match=r"p\.yaml: line 2: not valid YAML: could not determine a constructor"):
+        config.load(path)
+    assert not marker.exists()
+
+
 def test_missing_params_file(tmp_path):
     with pytest.raises(ConfigError, match="params file not found"):
         config.load(tmp_path / "nope.yaml")

@@ -178,6 +178,41 @@ def test_params_refuse_a_write_statement_and_a_password_in_the_url(tmp_path):
     assert "contains a password" in str(caught.value) and secret not in str(caught.value)
 
 
+@pytest.mark.parametrize("url", ["postgresql+psycopg://crm@localhost/shop?password={secret}",
+                                 "postgresql://crm@localhost/shop?sslmode=require&PASSWORD={secret}&application_name=x"])
+def test_params_refuse_a_password_in_the_url_query(tmp_path, url):
+    """Drivers also take the password from the URL's query: refused and masked like `user:secret@`."""
+    secret = "s3cr3t-" + secrets.token_hex(4)
+    with pytest.raises(ConfigError) as caught:
+        config.load(params(tmp_path, sql_source(url.format(secret=secret))))
+    assert "contains a password" in str(caught.value) and secret not in str(caught.value)
+
+
+def test_an_unreachable_database_prints_one_line_without_the_password(tmp_path):
+    """`crmbook validate` and `crmbook run` against a server that is not there: exit 2, one line
+    naming the source, and neither the password nor a traceback."""
+    from tests.conftest import crmbook
+
+    secret = "pw-" + secrets.token_hex(8)
+    path = params(tmp_path, sql_source(f"postgresql+psycopg://crm@127.0.0.1:{_free_port()}/shop", password_env=PASSWORD_ENV))
+    for command in (["validate"], ["run", "--reports-dir", str(tmp_path / "reports")]):
+        done = crmbook(*command, "--params", str(path), env={PASSWORD_ENV: secret})
+        assert done.returncode == 2, done.stderr
+        assert done.stderr.startswith("crmbook: error: sql:orders: database error: ") and "Traceback" not in done.stderr
+        assert len(done.stderr.strip().splitlines()) == 1 and secret not in done.stdout + done.stderr
+    assert not (tmp_path / "reports").exists() or not any((tmp_path / "reports").iterdir())
+
+
+def test_a_wrong_password_prints_one_line_without_it(tmp_path, postgres):
+    from tests.conftest import crmbook
+
+    wrong = "wrong-" + secrets.token_hex(6)
+    done = crmbook("validate", "--params", str(params(tmp_path, sql_source(postgres["url"], password_env=PASSWORD_ENV))),
+                   env={PASSWORD_ENV: wrong})
+    assert done.returncode == 2 and "password authentication failed" in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1 and wrong not in done.stdout + done.stderr
+
+
 def test_missing_password_variable_and_wrong_password(tmp_path, postgres, monkeypatch):
     monkeypatch.delenv(PASSWORD_ENV, raising=False)
     cfg = config.load(params(tmp_path, sql_source(postgres["url"], password_env=PASSWORD_ENV)))
@@ -204,12 +239,20 @@ def test_the_password_reaches_no_file_of_a_run(tmp_path, postgres):
     from tests.conftest import crmbook
 
     path = params(tmp_path, sql_source(postgres["url"], password_env=PASSWORD_ENV))
+    temp = tmp_path / "tmp"  # the run's temporary files (kernel sockets and logs) are searched too
+    temp.mkdir()
     done = crmbook("run", "--params", str(path), "--stages", "01_ingestion", "02_cleaning", "--reports-dir",
-                   str(tmp_path / "reports"), "--jobs", "1", env={PASSWORD_ENV: postgres["password"]})
+                   str(tmp_path / "reports"), "--jobs", "1", env={PASSWORD_ENV: postgres["password"], "TMPDIR": str(temp)})
     assert done.returncode == 0, done.stderr
     secret = postgres["password"].encode()
     run_dir = (tmp_path / "reports" / "latest").resolve()
-    files = [p for p in run_dir.rglob("*") if p.is_file()]
+    assert secret not in path.read_bytes()
+    import nbformat
+
+    for name in ("01_ingestion", "02_cleaning"):  # papermill records the parameters it injects (papermill #271)
+        executed = nbformat.read(run_dir / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert set(executed.metadata.papermill.parameters) == {"params_path", "run_dir"}
+    files = [p for folder in (run_dir, temp) for p in folder.rglob("*") if p.is_file()]
     assert {"manifest.json", "01_ingestion.html", "01_ingestion.ipynb", "canonical_transactions.parquet"} <= {p.name for p in files}
     assert [p for p in files if secret in p.read_bytes()] == []
     assert secret not in (done.stdout + done.stderr).encode()
