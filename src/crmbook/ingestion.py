@@ -980,7 +980,9 @@ def load_canonical(cfg: Config, run_dir: str | Path) -> dict[str, pd.DataFrame]:
 
 
 def ensure_demo(cfg: Config) -> None:
-    """Generate the synthetic demo data when params ask for it and it is not there yet."""
+    """Generate the synthetic demo data when params ask for it and it is not there yet. It is
+    written into a temporary sibling folder and renamed into place, so two runs starting at once
+    never read or write a half-made demo: the second rename finds the folder there and is dropped."""
     demo = cfg.data.demo
     if demo is None:
         return
@@ -989,7 +991,16 @@ def ensure_demo(cfg: Config) -> None:
         return
     from crmbook import synth  # imported lazily: only demo runs need the generator
 
-    synth.generate(out_dir, customers=demo.customers, seed=demo.seed, messy=demo.messy)
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_dir.name}-", dir=out_dir.parent) as tmp:
+        made = synth.generate(Path(tmp) / out_dir.name, customers=demo.customers, seed=demo.seed, messy=demo.messy)
+        with contextlib.suppress(OSError):  # another run put the same demo there first
+            if out_dir.is_dir() and not any(out_dir.iterdir()):
+                out_dir.rmdir()  # an empty folder (made by hand, say) is replaced
+            made.rename(out_dir)
+    if not (out_dir / "truth.json").is_file():
+        raise InputError(out_dir, "the demo data folder exists but holds no complete demo (no truth.json): "
+                                  "remove it and run again")
 
 
 def source_columns(source: Source, path: Path, cfg: Config | None = None) -> list[str]:

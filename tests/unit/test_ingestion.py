@@ -103,3 +103,21 @@ def test_constants_and_row_ids_fill_columns_a_file_lacks(tmp_path):
     assert frame["campaign_id"].tolist() == ["hillstrom", "hillstrom"]
     assert frame["customer_id"].tolist() == ["members-1", "members-2"]
     assert frame["visited"].tolist() == ["1", "0"]
+
+
+def test_two_runs_making_the_demo_at_once_both_get_a_complete_demo(tmp_path):
+    """The demo is made in a temporary folder and renamed into place: the slower of two runs
+    starting together drops its copy and reads the first one's (never a half-written folder)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from crmbook import config
+
+    (tmp_path / "p.yaml").write_text("data:\n  demo:\n    dir: raw/demo\n    customers: 60\n")
+    cfg = config.load(tmp_path / "p.yaml")
+    with ThreadPoolExecutor(2) as pool:
+        list(pool.map(lambda _: ingestion.ensure_demo(cfg), range(2)))
+    assert sorted(p.name for p in (tmp_path / "raw").iterdir()) == ["demo"]  # no temporary folder left
+    assert (tmp_path / "raw" / "demo" / "truth.json").is_file()
+    (tmp_path / "raw" / "demo" / "truth.json").unlink()
+    with pytest.raises(InputError, match="holds no complete demo"):
+        ingestion.ensure_demo(cfg)
