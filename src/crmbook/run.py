@@ -44,6 +44,7 @@ if TYPE_CHECKING:
 PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"
+KERNEL_PEAK_FILE = "kernel-peak-mb"  # written beside the kernel's sockets as it shuts down
 PACKAGES = ("crmbook", "pandas", "numpy", "scipy", "scikit-learn", "statsmodels", "duckdb", "pyarrow",
             "papermill", "nbconvert", "nbclient", "ipykernel", "pandera", "pydantic", "seaborn", "matplotlib")
 
@@ -99,6 +100,7 @@ class StageResult:
     status: str = "pending"
     duration_s: float = 0.0
     reason: str = ""
+    peak_mb: float | None = None  # the stage kernel's peak resident memory (VmHWM), when the system reports it
 
 
 @dataclass
@@ -112,9 +114,11 @@ class RunOptions:
     echo: bool = True
 
 
-def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path, cell_timeout_s: int | None) -> float:
+def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path,
+                  cell_timeout_s: int | None) -> tuple[float, float | None]:
     """Execute one notebook with papermill (kernel `python3`, IPC transport so that kernels started
-    in parallel cannot collide on TCP ports, papermill #511). Returns seconds. Raises on failure,
+    in parallel cannot collide on TCP ports, papermill #511). Returns the seconds it took and the
+    kernel's peak memory in MB (None where /proc does not say). Raises on failure,
     including a cell timeout, which leaves no error banner in the notebook. The output notebook is
     saved as each cell starts and ends (about 20 ms a save), so a stage that times out, whose kernel
     dies or that a signal stops still leaves the notebook up to the cell it was running."""
@@ -141,8 +145,11 @@ def execute_stage(notebook: Path, output: Path, params_path: Path, run_dir: Path
             if log.stat().st_size:
                 shutil.copyfile(log, output.with_suffix(".stderr.log"))
         raise
+    seconds = time.perf_counter() - started
+    peak = socket_dir / KERNEL_PEAK_FILE
+    peak_mb = float(peak.read_text()) if peak.is_file() else None
     shutil.rmtree(socket_dir, ignore_errors=True)
-    return time.perf_counter() - started
+    return seconds, peak_mb
 
 
 def _ipc_kernel_manager(socket_dir: Path):
@@ -164,6 +171,13 @@ def _ipc_kernel_manager(socket_dir: Path):
             with open(socket_dir / "kernel-stderr.log", "ab") as log:
                 await super().start_kernel(**{"stderr": log, **kw})
 
+        async def shutdown_kernel(self, now: bool = False, restart: bool = False) -> None:
+            # The kernel's peak memory, read just before it ends (its /proc entry goes with it).
+            peak = _peak_mb(getattr(self.provisioner, "pid", None))
+            if peak is not None:
+                (socket_dir / KERNEL_PEAK_FILE).write_text(f"{peak:.1f}")
+            await super().shutdown_kernel(now=now, restart=restart)
+
         async def _async_interrupt_kernel(self) -> None:
             # jupyter_client interrupts before every shutdown; an idle kernel then logs
             # "ERROR | KeyboardInterrupt caught in kernel" into the run's output, which reads like
@@ -172,6 +186,15 @@ def _ipc_kernel_manager(socket_dir: Path):
                 await super()._async_interrupt_kernel()
 
     return IPCKernelManager
+
+
+def _peak_mb(pid: int | None) -> float | None:
+    """Peak resident memory (VmHWM) of process `pid` in MB, or None where /proc does not say."""
+    try:
+        with open(f"/proc/{int(pid)}/status") as status:  # noqa: PTH123 - a /proc file, read once
+            return next(int(line.split()[1]) / 1024 for line in status if line.startswith("VmHWM:"))
+    except (TypeError, ValueError, OSError, StopIteration):
+        return None
 
 
 def _quiet(logger: logging.Logger) -> None:
@@ -393,7 +416,9 @@ def run(opts: RunOptions) -> Path:
         final = reports_dir / run_id
         partial.rename(final)
         point_latest(reports_dir, run_id)
-        _say(opts, f"crmbook run {run_id}: succeeded in {manifest['duration_s']:.1f} s -> {final}/index.html")
+        peaks = [r.peak_mb for r in results.values() if r.peak_mb is not None]
+        memory = f", largest stage peak memory {max(peaks):,.0f} MB" if peaks else ""
+        _say(opts, f"crmbook run {run_id}: succeeded in {manifest['duration_s']:.1f} s{memory} -> {final}/index.html")
         return final
 
 
@@ -467,9 +492,9 @@ def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: 
         outcomes = []
         for stage in wave:
             try:
-                outcomes.append((stage, execute_stage(*args(stage)), None))
+                outcomes.append((stage, *execute_stage(*args(stage)), None))
             except Exception as exc:  # noqa: BLE001
-                outcomes.append((stage, 0.0, exc))
+                outcomes.append((stage, 0.0, None, exc))
                 break
     else:
         with ProcessPoolExecutor(max_workers=min(opts.jobs, len(wave)), mp_context=get_context("spawn")) as pool:
@@ -484,14 +509,16 @@ def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: 
                 pool.shutdown(wait=False, cancel_futures=True)
                 for worker in multiprocessing.active_children():
                     worker.terminate()  # its kernel sees its parent gone and exits
-    for stage, seconds, exc in outcomes:
+    for stage, seconds, peak_mb, exc in outcomes:
         if exc is not None and not isinstance(exc, Exception):
             raise exc  # Ctrl-C
         result = results[stage.name]
         result.duration_s = round(seconds, 2)
+        result.peak_mb = None if peak_mb is None else round(peak_mb, 1)
         if exc is None:
             result.status = "succeeded"
-            _say(opts, f"  {stage.name:<16} done in {seconds:5.1f} s")
+            memory = f", peak memory {peak_mb:,.0f} MB" if peak_mb is not None else ""
+            _say(opts, f"  {stage.name:<16} done in {seconds:5.1f} s{memory}")
         else:
             result.status, result.reason = "failed", _failure_reason(exc)
             _say(opts, f"  {stage.name:<16} FAILED: {result.reason}")
@@ -500,8 +527,8 @@ def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: 
         raise RunError(f"stage {failures[0].name} failed: {failures[0].reason}")
 
 
-def _outcome(future, stopped: BaseException | None) -> tuple[float, BaseException | None]:
-    """(seconds, None) of a stage that succeeded, else (0, why it failed or was stopped)."""
+def _outcome(future, stopped: BaseException | None) -> tuple[float, float | None, BaseException | None]:
+    """(seconds, peak MB, None) of a stage that succeeded, else (0, None, why it failed or was stopped)."""
     if not future.done() or future.cancelled():
-        return 0.0, stopped
-    return (future.result(), None) if future.exception() is None else (0.0, future.exception())
+        return 0.0, None, stopped
+    return (*future.result(), None) if future.exception() is None else (0.0, None, future.exception())

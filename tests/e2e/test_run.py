@@ -43,6 +43,7 @@ def test_run_folder_contract(workspace):
     assert list(stages)[:2] == ["01_ingestion", "02_cleaning"]
     for stage in stages.values():
         assert stage["status"] == "succeeded" and stage["duration_s"] > 0, stage
+        assert 50 < stage["peak_mb"] < 4096, stage  # the stage kernel's VmHWM: a Python with pandas is > 50 MB
         assert (run / f"{stage['name']}.html").is_file()
     outputs = {o["path"]: o["sha256"] for o in manifest["outputs"]}
     from crmbook.ingestion import file_sha256
