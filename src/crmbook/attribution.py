@@ -1924,7 +1924,17 @@ def evaluate(cfg, run_dir: str | Path, tables: dict[str, pd.DataFrame] | None = 
             touch, orders = tdir / "clean_touchpoints.parquet", tdir / "clean_transactions.parquet"
             if not touch.is_file() or not orders.is_file():
                 raise _no_data(cfg, "attr_err_no_orders" if touch.is_file() else "attr_err_no_touches")
-            log_channels = _load_touch_log(con, touch, orders)
+            import duckdb
+
+            from crmbook.errors import InputError
+            try:
+                log_channels = _load_touch_log(con, touch, orders)
+            except ValueError as error:  # too many channels, or centuries between the first and last date
+                raise InputError(touch, f"{error}; check the touchpoint and order dates (a mistyped year?) and "
+                                        "the channel column") from None
+            except (duckdb.ConversionException, duckdb.OutOfRangeException) as error:  # beyond DECIMAL(38, 6)
+                raise InputError(orders, "an order's amount is too large to sum exactly: check the amount column for "
+                                         f"mistyped values ({str(error).splitlines()[0][:120]})", column="amount") from None
             if s.lookback_days == "auto":
                 curve = touch_rate_curve(con, s.lookback_max_days)
                 days, how, background = choose_lookback(curve, s.lookback_fallback_days)

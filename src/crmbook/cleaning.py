@@ -7,10 +7,11 @@ rule's name, so no row is ever lost silently. Every rule is set in `cleaning:` o
 (`crmbook.config.CleaningSection`).
 
 Rules, in order (columns by their kind in `crmbook.schema`):
-exact_duplicate · missing_<required id> · rekey_customer_id (single customer view) ·
+exact_duplicate · missing_<required id or category> · rekey_customer_id (single customer view) ·
 parse_<date column> (canonical format, or quarantine when required) · timezone_<timestamp> ·
-future_<required timestamp> · parse_<number column> · normalise_categories (trim, collapse
-spaces, one spelling per case-insensitive value) · normalise_country · normalise_contacts
+future_<required timestamp> · past_<required timestamp> · parse_<number column> ·
+range_<required number> · normalise_categories (trim, collapse spaces, one spelling per
+case-insensitive value) · normalise_country · normalise_contacts
 (customers: e-mails and phones, normalised at ingestion before hashing) · duplicate_key (tables
 with a key) · merge_customers (customers) · convert_currency, net_refunds, match_cancellations,
 cancelled_order and outliers_amount (transactions).
@@ -80,6 +81,12 @@ def missing_id(frame: pd.DataFrame, column: str) -> Step:
     return Step(kept, step.removed, int((text != trimmed).sum()))
 
 
+def missing_category(frame: pd.DataFrame, column: str) -> Step:
+    """Rows whose required category (a touch's channel, a member's group) is empty; the others are
+    left for `normalise_categories` to trim and respell."""
+    return _split(frame, _blank(frame[column]), f"{column} is empty")
+
+
 def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: bool, kind: str) -> Step:
     """Parse text dates with `formats`, tried in order. The format most rows match is the column's
     own; rows written in another format are counted as changed. Unparseable values quarantine the
@@ -115,6 +122,17 @@ def future_dates(frame: pd.DataFrame, column: str, cutoff: dt.date) -> Step:
     return _split(frame, frame[column] >= limit, f"{column} is after {cutoff.isoformat()}")
 
 
+def past_dates(frame: pd.DataFrame, column: str, cutoff: dt.date) -> Step:
+    """Rows dated before the cutoff day (`cleaning.past_cutoff`: a mistyped year)."""
+    return _split(frame, frame[column] < pd.Timestamp(cutoff), f"{column} is before {cutoff.isoformat()}")
+
+
+def out_of_range(frame: pd.DataFrame, column: str, limit: float) -> Step:
+    """Rows whose number is larger than `limit` in absolute value (`cleaning.max_abs_amount`):
+    a mistyped value that would swamp every total, or overflow an exact sum."""
+    return _split(frame, frame[column].abs() > limit, f"{column} is beyond ±{limit:g}")
+
+
 def parse_numbers(frame: pd.DataFrame, column: str, required: bool, integer: bool = False) -> Step:
     """Parse numbers (spaces and thousands separators ',' removed). Non-numbers quarantine the
     row when the column is required, else become empty; both are counted."""
@@ -132,6 +150,17 @@ def parse_numbers(frame: pd.DataFrame, column: str, required: bool, integer: boo
         missing = numbers.isna()
         return _split(converted, missing, f"{column} is not a number", 0, original=frame)
     return Step(converted, frame.iloc[0:0].assign(reason=""), int(bad.sum()))
+
+
+def parse_flags(frame: pd.DataFrame, column: str, required: bool) -> Step:
+    """Parse 0/1 flags as numbers (see `parse_numbers`); another number (2, -1) is not a flag and
+    becomes empty, counted as changed."""
+    step = parse_numbers(frame, column, required, integer=True)
+    values = step.kept[column]
+    other = values.notna() & ~values.isin([0, 1])
+    if not other.any():
+        return step
+    return Step(step.kept.assign(**{column: values.mask(other)}), step.removed, step.changed + int(other.sum()))
 
 
 def canonical_spelling(values: pd.Series, case: str = "most_common") -> pd.Series:
@@ -714,6 +743,8 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
     for col in cols:
         if col.kind == "id" and col.required:
             plan.append((f"missing_{col.name}", lambda f, c=col.name: missing_id(f, c), (col.name,)))
+        if col.kind == "category" and col.required:
+            plan.append((f"missing_{col.name}", lambda f, c=col.name: missing_category(f, c), (col.name,)))
     if id_map is not None and table != "customers" and "customer_id" in names:
         plan.append(("rekey_customer_id", lambda f: rekey_customer_id(f, id_map), ("customer_id",)))
     for col in cols:
@@ -725,9 +756,14 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
                              (col.name,)))
             if col.required and col.kind == "timestamp":
                 plan.append((f"future_{col.name}", lambda f, c=col.name: future_dates(f, c, cutoff), (col.name,)))
-        if col.kind in ("number", "integer", "flag"):
+                plan.append((f"past_{col.name}", lambda f, c=col.name: past_dates(f, c, rules.past_cutoff), (col.name,)))
+        if col.kind in ("number", "integer"):
             plan.append((f"parse_{col.name}", lambda f, c=col: parse_numbers(f, c.name, c.required, c.kind != "number"),
                          (col.name,)))
+            if col.required and col.kind == "number":
+                plan.append((f"range_{col.name}", lambda f, c=col.name: out_of_range(f, c, rules.max_abs_amount), (col.name,)))
+        if col.kind == "flag":
+            plan.append((f"parse_{col.name}", lambda f, c=col: parse_flags(f, c.name, c.required), (col.name,)))
     own_country_rule = rules.country_format != "keep"
     categories = [c.name for c in cols if c.kind == "category" and not (own_country_rule and c.name == "country")]
     plan.append(("normalise_categories", lambda f: normalise_categories(f, [c for c in categories if c in f], rules.category_case)))
@@ -852,7 +888,7 @@ def monthly_revenue(transactions: pd.DataFrame) -> pd.DataFrame:
 #: Rules whose removals, and whose rewrites, are defects of the data: they lower the quality score.
 #: The others record business events or conversions (refunds and cancellations netted, customers
 #: merged, time zones and currencies converted, outliers flagged) and do not.
-DEFECT_REMOVALS = ("exact_duplicate", "missing_", "parse_", "future_", "duplicate_key", "convert_currency")
+DEFECT_REMOVALS = ("exact_duplicate", "missing_", "parse_", "future_", "past_", "range_", "duplicate_key", "convert_currency")
 DEFECT_REWRITES = ("missing_", "parse_", "normalise_")
 
 

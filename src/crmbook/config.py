@@ -285,6 +285,10 @@ class CleaningSection(Section):
     refund_statuses: list[str] = Field(default_factory=lambda: ["refund", "refunded", "return", "returned"])
     cancel_statuses: list[str] = Field(default_factory=lambda: ["cancelled", "canceled", "void", "voided"])
     future_cutoff: dt.date | None = Field(None, description="rows dated after this are future-dated; default: run.analysis_date, else today")
+    past_cutoff: dt.date = Field(dt.date(1970, 1, 1), description="rows with a required time stamp before this day are "
+                                                                  "quarantined (a mistyped year: 1900, 0201)")
+    max_abs_amount: float = Field(1e12, gt=0, description="a required amount (an order line, a spend) larger than this in "
+                                                          "absolute value quarantines its row (a mistyped or overflowed value)")
     free_orders: Literal["quarantine", "keep"] = Field(
         "quarantine", description="orders worth zero with no refund or cancellation: quarantined as not a purchase, "
                                   "or kept as a purchase occasion (CDNOW's free CDs; Fader-Hardie summaries count them)")

@@ -226,7 +226,7 @@ def funnels(members: pd.DataFrame) -> pd.DataFrame:
         return pd.DataFrame(columns=FUNNEL_COLUMNS)
     stages = funnel_stages(members)
     frame = members.assign(members=1)
-    flags = {s: pd.to_numeric(frame[s], errors="coerce").eq(1).astype("int64") for s in stages}
+    flags = {s: pd.to_numeric(frame[s], errors="coerce").eq(1).fillna(False).astype("int64") for s in stages}  # empty: not 1
     counts = pd.DataFrame(flags).assign(campaign_id=frame["campaign_id"].astype("str"), group=frame["group"].astype("str"))
     totals = counts.groupby(["campaign_id", "group"], sort=True)[stages].sum()
     present = members.assign(campaign_id=members["campaign_id"].astype("str"), group=members["group"].astype("str"))

@@ -455,3 +455,19 @@ def test_summary_reports_the_score_merges_and_matched_cancellations():
     assert "(1 more only in part); 2 found no sale and were set aside; 2 order lines were fully cancelled" in text
     assert "9 customer ids share an e-mail or phone with another id (4 groups); 2 were merged" in text
     assert cleaning.cancellation_counts(cleaned) == {"matched": 1, "partly": 1, "unmatched": 2, "lines": 2}
+
+
+def test_implausibly_old_dates_and_out_of_range_amounts_are_quarantined_and_counted():
+    """A 1900 order (a mistyped year) and a 1e15 amount would stop the stages downstream (a span of
+    centuries; an exact sum out of range): cleaning quarantines them, counted, with a reason."""
+    import datetime as dt
+
+    from crmbook import cleaning
+
+    frame = pd.DataFrame({"order_ts": pd.to_datetime(["1900-01-02 00:00", "1969-12-31 23:59", "1970-01-01 00:00", "2024-05-01 00:00"]),
+                          "amount": [10.0, 5.0, -2e12, 12.5]})
+    old = cleaning.past_dates(frame, "order_ts", dt.date(1970, 1, 1))
+    assert len(old.kept) == 2 and len(old.removed) == 2
+    assert set(old.removed["reason"]) == {"order_ts is before 1970-01-01"}
+    big = cleaning.out_of_range(old.kept, "amount", 1e12)
+    assert big.kept["amount"].tolist() == [12.5] and big.removed["reason"].tolist() == ["amount is beyond ±1e+12"]
