@@ -1002,8 +1002,8 @@ class _PurchaseModel(_Fitted):
 
         Penalty (off by default): with `penalizer > 0`, `penalizer * sum(params**2)` is added to
         the *mean* negative log-likelihood, with the rate parameters (alpha, beta) expressed in
-        units of max(T)/10 -- the convention of lifetimes' `penalizer_coef`, which rescales time
-        that way before fitting. This makes the penalty independent of the caller's time unit.
+        units of max(T) -- the convention of lifetimes' `penalizer_coef` (0.11.3 rescales time so
+        that max(T) = 1 before fitting). This makes the penalty independent of the caller's time unit.
         `log_likelihood_` is always the unpenalised total log-likelihood.
         """
         x, tx, age = _check_rft(frequency, recency, T)
@@ -1015,7 +1015,7 @@ class _PurchaseModel(_Fitted):
 
     def _penalty_scale(self, data) -> np.ndarray:
         age = data[2]
-        unit = age.max() / 10.0 if age.max() > 0 else 1.0  # lifetimes' _scale_time: T -> 10 T / max(T)
+        unit = age.max() if age.max() > 0 else 1.0  # lifetimes 0.11.3's _scale_time: T -> T / max(T)
         scale = np.ones(len(self._param_names))
         scale[list(self._rate_params)] = 1.0 / unit
         return scale
