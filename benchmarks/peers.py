@@ -10,6 +10,11 @@ and the benchmark falls back to its quoted figures.
 PACKAGES: ChannelAttribution pinned (the baseline's version is part of the result), pandas (its
 input is a DataFrame), pyarrow (to read the Parquet input the benchmark writes) and matplotlib
 (ChannelAttribution 2.2.5 imports it at import time without declaring it).
+
+lifetimes (PyPI ``lifetimes``, archived, MIT) must never be a dependency of crmbook either: it gets
+its own venv ``benchmarks/.peers-venv-lifetimes/`` the same way, because it breaks with pandas 3
+(PACKAGES: lifetimes pinned, ``pandas<3``; numpy, scipy and autograd come with it). Each peer is a
+:class:`Peer` (venv folder, packages, probe); :func:`ensure` takes one, ChannelAttribution by default.
 """
 from __future__ import annotations
 
@@ -17,19 +22,38 @@ import json
 import os
 import shutil
 import subprocess
+from dataclasses import dataclass
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-VENV = HERE / ".peers-venv"
 PYTHON = "python3.11"
-PACKAGES = ("channelattribution==2.2.5", "pandas", "pyarrow", "matplotlib")
 INSTALL_TIMEOUT_S = 900
-PROBE = """
+
+
+@dataclass(frozen=True)
+class Peer:
+    """One peer library: its venv folder, what pip installs there, and a probe that imports the
+    packages and prints their versions as a JSON object."""
+    name: str
+    venv: Path
+    packages: tuple[str, ...]
+    probe: str
+
+
+CHANNELATTRIBUTION = Peer("ChannelAttribution", HERE / ".peers-venv",
+                          ("channelattribution==2.2.5", "pandas", "pyarrow", "matplotlib"), """
 import json, importlib.metadata as m
 import pandas, pyarrow
 import ChannelAttribution
 print(json.dumps({name: m.version(name) for name in ("ChannelAttribution", "pandas", "pyarrow")}))
-"""
+""")
+LIFETIMES = Peer("lifetimes", HERE / ".peers-venv-lifetimes", ("lifetimes==0.11.3", "pandas<3"), """
+import json, importlib.metadata as m
+import numpy, pandas, scipy, autograd
+from lifetimes import BetaGeoFitter
+print(json.dumps({name: m.version(name) for name in ("lifetimes", "pandas", "numpy", "scipy", "autograd")}))
+""")
+VENV, PACKAGES, PROBE = CHANNELATTRIBUTION.venv, CHANNELATTRIBUTION.packages, CHANNELATTRIBUTION.probe
 
 
 def peer_env() -> dict:
@@ -43,13 +67,13 @@ def _python(venv: Path) -> Path:
     return venv / "bin" / "python"
 
 
-def _probe(venv: Path) -> dict | None:
+def _probe(peer: Peer) -> dict | None:
     """The peer packages' versions if the venv imports them, else None."""
-    python = _python(venv)
+    python = _python(peer.venv)
     if not python.exists():
         return None
     try:
-        out = subprocess.run([str(python), "-c", PROBE], capture_output=True, text=True, env=peer_env(), timeout=120)
+        out = subprocess.run([str(python), "-c", peer.probe], capture_output=True, text=True, env=peer_env(), timeout=120)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if out.returncode:
@@ -65,10 +89,11 @@ def _tail(text: str, lines: int = 1) -> str:
     return " / ".join(line.strip() for line in text.strip().splitlines()[-lines:] if line.strip()).replace("|", "/")
 
 
-def ensure(venv: Path = VENV, packages: tuple[str, ...] = PACKAGES, log=print) -> tuple[Path | None, dict | str]:
+def ensure(peer: Peer = CHANNELATTRIBUTION, log=print) -> tuple[Path | None, dict | str]:
     """(the venv's python, the peer packages' versions) when the venv works, making or repairing it
     first if needed; else (None, why not). Reused as is when it already imports the packages."""
-    versions = _probe(venv)
+    venv, packages = peer.venv, peer.packages
+    versions = _probe(peer)
     if versions is not None:
         return _python(venv), versions
     try:
@@ -92,9 +117,9 @@ def ensure(venv: Path = VENV, packages: tuple[str, ...] = PACKAGES, log=print) -
         return None, f"{exc.cmd[0]} timed out after {exc.timeout:.0f} s"
     except OSError as exc:
         return None, f"cannot make the peer venv: {exc}"
-    versions = _probe(venv)
+    versions = _probe(peer)
     if versions is None:
-        return None, "the peer venv was made but does not import ChannelAttribution, pandas and pyarrow"
+        return None, f"the peer venv was made but does not import {peer.name} and its packages"
     return _python(venv), versions
 
 
