@@ -1914,7 +1914,7 @@ def evaluate(cfg, run_dir: str | Path, tables: dict[str, pd.DataFrame] | None = 
     tdir = Path(run_dir) / "tables"
     lookback = stats = None
     work = Path(tempfile.mkdtemp(prefix="crmbook-attribution-"))
-    con = engine.connect(memory_limit=s.memory_limit, temp_directory=work)
+    con = engine.from_params(cfg, spill=work)
     try:
         if s.paths_file is not None:
             source = cfg.resolve(s.paths_file).name

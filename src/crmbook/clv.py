@@ -1529,7 +1529,7 @@ def summarise_calibration(cfg, run_dir, con=None) -> CalibrationData:
     path = transactions_path(run_dir)
     if not path.is_file():
         raise FileNotFoundError(f"{path}: run 02 cleaning first (cleaning.load_clean)")
-    con = con or engine.connect()
+    con = con or engine.from_params(cfg)
     first, last = con.execute("SELECT MIN(CAST(order_ts AS DATE)), MAX(CAST(order_ts AS DATE)) FROM read_parquet(?)",
                               [str(path)]).fetchone()
     if first is None:
@@ -1839,7 +1839,7 @@ def rfm_segments(cfg, run_dir, as_of: dt.date, con=None) -> tuple[pd.Series | No
     try:
         from crmbook import engine, segmentation
 
-        con = con or engine.connect()
+        con = con or engine.from_params(cfg)
         features = segmentation.customer_features(con, transactions_path(run_dir), as_of)
         scores = segmentation.rfm_scores(features, cfg.segmentation.rfm)
         names = segmentation.name_segments(scores, segmentation.segment_grid(cfg.segmentation.rfm))
@@ -1915,7 +1915,7 @@ def evaluate(cfg, run_dir, customers: pd.DataFrame | None = None, con=None) -> C
     from crmbook import engine
 
     settings = cfg.clv
-    con = con or engine.connect()
+    con = con or engine.from_params(cfg)
     data = summarise_calibration(cfg, run_dir, con)
     fits = fit_models(data.calibration, settings.models, settings.penalizer)
     spend = fit_spend(data.calibration, settings.penalizer)

@@ -30,7 +30,21 @@ class RunSection(Section):
     analysis_date: dt.date | None = Field(None, description='"today" for recency; default: the day after the last order')
     currency: str = "USD"
     timezone: str = "UTC"
-    engine: Literal["duckdb", "pyspark"] = "duckdb"
+    engine: Literal["duckdb"] = Field("duckdb", description="the query engine (PySpark is planned, not available yet)")
+    memory_limit: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
+                              description="DuckDB's memory limit for every query (e.g. 4GB); bigger work spills to temp_directory")
+    threads: int | None = Field(None, ge=1, le=1024, description="DuckDB threads (default: every core)")
+    temp_directory: Path | None = Field(None, description="where DuckDB spills (default: a folder per process in the "
+                                                          "system's temporary directory)")
+
+
+    @field_validator("engine", mode="before")
+    @classmethod
+    def _engine(cls, value: Any) -> Any:
+        if value == "pyspark":
+            raise ValueError("pyspark is not available yet: crmbook runs its queries on DuckDB (use engine: duckdb, "
+                             "and run.memory_limit / run.temp_directory for data bigger than memory)")
+        return value
 
 
 class ReportSection(Section):
@@ -507,7 +521,6 @@ class AttributionSection(Section):
                                                       "data; default: a truth.json next to the touchpoints file")
     reallocation_share: float = Field(0.1, gt=0, le=0.5, description="share of the lowest-ROAS channel's spend to move")
     top_paths: int = Field(20, ge=1, description="paths shown in the report")
-    memory_limit: str = Field("2GB", description="DuckDB memory limit for the journey queries (bigger work spills to disk)")
 
     @field_validator("lookback_days")
     @classmethod

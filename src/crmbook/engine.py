@@ -13,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import os
+import tempfile
 from pathlib import Path
 
 import duckdb
@@ -30,16 +31,32 @@ _MICROS = "CAST(ROUND(amount * 1000000) AS BIGINT)"
 
 def connect(memory_limit: str = "4GB", threads: int | None = None, temp_directory: str | Path | None = None) -> duckdb.DuckDBPyConnection:
     """An in-memory DuckDB connection with explicit limits: insertion order is not preserved,
-    big aggregations spill to `temp_directory` (duckdb #5920, #10224), no progress bar."""
+    big aggregations spill to `temp_directory` (duckdb #5920, #10224), no progress bar. Without a
+    `temp_directory`, spills go to a folder of this process in the system's temporary directory
+    (DuckDB's own default, `.tmp` in the working directory, would land in the run folder, and two
+    processes sharing one folder would share spill file names)."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")
     con.execute("SET preserve_insertion_order = false")
     with contextlib.suppress(duckdb.Error):  # a kernel without ipywidgets refuses the setting (and shows no bar)
         con.execute("SET enable_progress_bar = false")  # a bar would print into logs and notebooks
-    if temp_directory:
-        con.execute(f"SET temp_directory = '{Path(temp_directory).as_posix()}'")
+    spill = Path(temp_directory) if temp_directory else Path(tempfile.gettempdir()) / f"crmbook-duckdb-{os.getpid()}"
+    con.execute(f"SET temp_directory = '{_escape(spill.as_posix())}'")
     return con
+
+
+def from_params(cfg, spill: str | Path | None = None, threads: int | None = None) -> duckdb.DuckDBPyConnection:
+    """`connect` with the params' `run.memory_limit`, `run.threads` and `run.temp_directory`
+    (relative to the params file; else `spill`). `threads` overrides the params (one thread where
+    a stage needs sums in a fixed order)."""
+    run = cfg.run
+    temp = cfg.resolve(run.temp_directory) if run.temp_directory else spill
+    return connect(run.memory_limit, threads or run.threads, temp)
+
+
+def _escape(text: str) -> str:
+    return text.replace("'", "''")
 
 
 def _sum_amounts(con: duckdb.DuckDBPyConnection, query: str, params: list, transactions: str | Path) -> pd.DataFrame:

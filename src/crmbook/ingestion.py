@@ -723,12 +723,13 @@ def _pseudonymised_sql(con: duckdb.DuckDBPyConnection, view: str, projection: Pr
 
 # --- Reading a whole run's sources ----------------------------------------------------------------
 
-def connect(folder: Path) -> duckdb.DuckDBPyConnection:
-    """A DuckDB connection for ingestion: insertion order kept (row numbers follow the file), big
-    work spills into `folder`, the salt for hashes set as a variable (never written into SQL)."""
+def connect(folder: Path | None = None, cfg: Config | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection for ingestion with the params' engine settings (`engine.from_params`):
+    insertion order kept (row numbers follow the file), big work spills into `folder` unless the
+    params name a run.temp_directory."""
     from crmbook import engine
 
-    con = engine.connect(memory_limit="2GB", temp_directory=folder)
+    con = engine.from_params(cfg, spill=folder) if cfg is not None else engine.connect(temp_directory=folder)
     con.execute("SET preserve_insertion_order = true")
     return con
 
@@ -872,7 +873,7 @@ def ingest_to(cfg: Config, out_dir: str | Path) -> pd.DataFrame:
     reads: list[SourceRead] = []
     with tempfile.TemporaryDirectory(prefix="crmbook-ingest-") as tmp:
         folder = Path(tmp)
-        con = connect(folder)
+        con = connect(folder, cfg)
         try:
             counter = 0
             for table, sources in cfg.data.sources.items():
@@ -917,7 +918,7 @@ def ingest_source(table: str, source: Source, path: Path, cfg: Config | None = N
     """One source as a canonical (text) DataFrame with lineage columns, and what was read."""
     with tempfile.TemporaryDirectory(prefix="crmbook-ingest-") as tmp:
         folder = Path(tmp)
-        con = connect(folder)
+        con = connect(folder, cfg)
         try:
             read = _write_source(con, 1, table, source, Path(path), cfg, folder, folder / "out.parquet")
         finally:
@@ -1019,7 +1020,7 @@ def source_columns(source: Source, path: Path, cfg: Config | None = None) -> lis
             first = next(csv.reader(io.StringIO(handle.read(SAMPLE_BYTES).lstrip("\ufeff")), delimiter=delimiter), [])
         return _names_for(path, source, [c.strip() for c in first])
     with tempfile.TemporaryDirectory(prefix="crmbook-check-") as tmp:
-        con = connect(Path(tmp))
+        con = connect(Path(tmp), cfg)
         try:
             return open_source(con, "raw", source, path, Path(tmp), cfg).names
         finally:
@@ -1053,7 +1054,7 @@ def profile(run_dir: str | Path, cfg: Config, top: int = 5) -> dict[str, pd.Data
 
     formats = "[" + ", ".join(_lit(f) for f in dict.fromkeys([*cfg.cleaning.date_formats, "%Y-%m"])) + "]"
     columns, dates, tops = [], [], []
-    con = duckdb.connect()
+    con = connect(cfg=cfg)
     try:
         for table, _ in cfg.data.sources.items():
             path = Path(store.tables_dir(run_dir)) / f"canonical_{table}.parquet"

@@ -173,14 +173,15 @@ def latest_kpis(long: pd.DataFrame) -> pd.DataFrame:
 # ------------------------------------------------------------------------------------------
 # cohorts
 # ------------------------------------------------------------------------------------------
-def cohort_retention(transactions_path: str | Path, memory_limit: str = "2GB") -> pd.DataFrame:
+def cohort_retention(transactions_path: str | Path, cfg=None) -> pd.DataFrame:
     """Acquisition month x months since acquisition, from `crmbook.engine.cohort_activity` (DuckDB,
     out of core): customers active, cohort_size, retention = customers / cohort_size, net revenue
     and revenue_per_customer = revenue / cohort_size (per customer acquired, in currency).
-    One thread, so sums come out in the same order (byte-identical files)."""
+    One thread, so sums come out in the same order (byte-identical files); the params' (`cfg`)
+    memory limit and spill folder."""
     from crmbook import engine
 
-    con = engine.connect(memory_limit=memory_limit, threads=1)
+    con = engine.from_params(cfg, threads=1) if cfg is not None else engine.connect(threads=1)
     try:
         cells = engine.cohort_activity(con, transactions_path)
     finally:
@@ -568,7 +569,7 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
         else pd.DataFrame(columns=["period", *KPIS])
     long = kpis_long(wide)
     tx_path = run_dir / "tables" / "clean_transactions.parquet"
-    cohorts = cohort_retention(tx_path) if has_tx and tx_path.is_file() else pd.DataFrame(columns=COHORT_COLUMNS)
+    cohorts = cohort_retention(tx_path, cfg) if has_tx and tx_path.is_file() else pd.DataFrame(columns=COHORT_COLUMNS)
     plans, skipped = plan_experiments(members, p.metrics, p.control_groups, p.expected_shares, p.cuped) if has_members else ([], [])
     results, failed = analyse_campaigns(members, plans, p.confidence_level, p.power) if plans else \
         (pd.DataFrame(columns=experiments.RESULT_COLUMNS), [])

@@ -682,7 +682,7 @@ def segment(cfg: Config, run_dir, tables: dict[str, pd.DataFrame] | None = None)
     settings, language = cfg.segmentation, cfg.report.language
     transactions = Path(run_dir) / "tables" / "clean_transactions.parquet"
     with tempfile.TemporaryDirectory(prefix="crmbook-duckdb-") as spill:
-        con = engine.connect(temp_directory=spill)
+        con = engine.from_params(cfg, spill=spill)
         try:
             as_of = analysis_date(cfg, con, transactions)
             features = customer_features(con, transactions, as_of)

@@ -21,6 +21,10 @@ def test_default_params_validate():
     ("run:\n  analysis_date: yesterday\n", "run.analysis_date", "valid date"),
     ("data:\n  demo: {customers: 10}\n", "data.demo.dir", "required key is missing"),
     ("run: [1, 2]\n", "run", "valid dictionary"),
+    ("run:\n  memory_limit: 4 gigs\n", "run.memory_limit", "should match pattern"),
+    ("run:\n  memory_limit: \"4GB'; SET threads=99; --\"\n", "run.memory_limit", "should match pattern"),
+    ("run:\n  engine: pyspark\n", "run.engine", "pyspark is not available yet"),
+    ("run:\n  threads: 0\n", "run.threads", "greater than or equal to 1"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, yaml_text, key, words):
     path = tmp_path / "p.yaml"

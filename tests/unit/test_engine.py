@@ -124,3 +124,45 @@ def test_customer_summary_agrees_with_pandas(tmp_path):
     for column in expected.columns:
         assert np.allclose(got[column].to_numpy(float), expected.loc[got.index, column].to_numpy(float),
                            rtol=1e-12, atol=1e-9, equal_nan=True), column
+
+
+def test_engine_settings_come_from_params(tmp_path):
+    """run.memory_limit, run.threads and run.temp_directory (relative to the params file) reach DuckDB."""
+    from crmbook import config
+
+    path = tmp_path / "p.yaml"
+    path.write_text("run:\n  memory_limit: 300MB\n  threads: 1\n  temp_directory: spill\n")
+    con = engine.from_params(config.load(path))
+    limit, threads, temp = con.execute("SELECT current_setting('memory_limit'), current_setting('threads'), "
+                                       "current_setting('temp_directory')").fetchone()
+    assert (limit, threads, temp) == ("286.1 MiB", 1, str(tmp_path / "spill"))
+    default = engine.from_params(config.load(_empty_params(tmp_path)), spill=tmp_path / "s2")
+    assert default.execute("SELECT current_setting('memory_limit'), current_setting('temp_directory')").fetchone() == \
+        ("3.7 GiB", str(tmp_path / "s2"))
+
+
+def _empty_params(folder):
+    path = folder / "empty.yaml"
+    path.write_text("run: {}\n")
+    return path
+
+
+def test_customer_summary_completes_out_of_core(tmp_path):
+    """Under a memory limit far below what the aggregation needs in memory, DuckDB spills to the
+    temp directory and the summary equals the one computed with room to spare."""
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    n = 1_000_000
+    frame = pd.DataFrame({"order_id": np.arange(n).astype(str), "customer_id": rng.integers(0, 400_000, n).astype(str),
+                          "order_ts": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 700, n), unit="D"),
+                          "amount": rng.gamma(2.0, 20.0, n).round(2)})
+    path = tmp_path / "t.parquet"
+    frame.to_parquet(path)
+    as_of = dt.date(2024, 12, 31)
+    roomy = engine.customer_summary(engine.connect("2GB", 2), path, as_of).sort_values("customer_id", ignore_index=True)
+    spill = tmp_path / "spill"
+    tight = engine.connect("60MB", 2, spill)
+    small = engine.customer_summary(tight, path, as_of).sort_values("customer_id", ignore_index=True)
+    pd.testing.assert_frame_equal(small, roomy)
+    assert len(small) == frame["customer_id"].nunique()
