@@ -42,6 +42,7 @@ path-only representation does not carry.
 """
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -54,6 +55,8 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 from scipy.sparse.linalg import spsolve
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 __all__ = [
     "MarkovResult",
@@ -1944,6 +1947,8 @@ def evaluate(cfg, run_dir: str | Path, tables: dict[str, pd.DataFrame] | None = 
             paths, stats = journey_paths(con, lookback.days, drop, log_channels)
             if paths.empty or paths["conversions"].sum() <= 0:
                 raise _no_data(cfg, "attr_err_no_conversions")
+        _log.info("journeys: %s distinct paths, %s conversions; fitting the models with %s bootstrap samples",
+                  f"{len(paths):,}", f"{paths['conversions'].sum():,.0f}", s.n_boot)
         attribution, failed = attribute(paths, s)
         recommended, reason = recommend(paths)
         result = AttributionResult(

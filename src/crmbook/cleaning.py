@@ -19,6 +19,7 @@ cancelled_order and outliers_amount (transactions).
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +30,8 @@ import pandas as pd
 from crmbook import schema
 from crmbook.config import CleaningSection, Config
 from crmbook.errors import InputError
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 STAGE = "02_cleaning"
 
@@ -843,6 +846,8 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> Cleaned:
     for table in sorted(tables, key=lambda name: name != "customers"):
         out.tables[table], out.quarantine[table], ledgers[table] = clean_table(
             table, tables[table], cfg, out.details.get("id_map"), out.details)
+        _log.info("cleaned %s: %s rows kept, %s quarantined", table, f"{len(out.tables[table]):,}",
+                  f"{len(out.quarantine[table]):,}")
     out.id_map = out.details.pop("id_map", None)
     out.quality = pd.concat([ledgers[t] for t in tables], ignore_index=True)
     return out

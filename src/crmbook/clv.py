@@ -73,6 +73,7 @@ Numerics
 from __future__ import annotations
 
 import datetime as dt
+import logging
 import math
 import warnings
 from dataclasses import dataclass
@@ -84,6 +85,8 @@ import pandas as pd
 from scipy import integrate, optimize, special
 from scipy.special import betaln, gammaln, psi
 from threadpoolctl import threadpool_limits
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 __all__ = [
     "BetaGeo",
@@ -1573,6 +1576,8 @@ def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), pena
             return model(penalizer=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
 
         out[key] = _quietly(fit, MODEL_LABELS[key])
+        _log.info("fitted %s on %s customers%s", MODEL_LABELS[key], f"{len(summary):,}",
+                  "" if hasattr(out[key], "params_") else ": failed")
     return out
 
 
@@ -1917,6 +1922,7 @@ def evaluate(cfg, run_dir, customers: pd.DataFrame | None = None, con=None) -> C
     settings = cfg.clv
     con = con or engine.from_params(cfg)
     data = summarise_calibration(cfg, run_dir, con)
+    _log.info("customer summaries: %s customers in the calibration period", f"{len(data.calibration):,}")
     fits = fit_models(data.calibration, settings.models, settings.penalizer)
     spend = fit_spend(data.calibration, settings.penalizer)
     comparison = compare_models(fits, data)

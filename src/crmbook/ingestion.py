@@ -21,6 +21,7 @@ import contextlib
 import csv
 import hashlib
 import io
+import logging
 import os
 import re
 import tempfile
@@ -36,6 +37,8 @@ import pandas as pd
 from crmbook import schema
 from crmbook.config import Config, Source, ValueTransform
 from crmbook.errors import InputError
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 SAMPLE_BYTES = 1 << 20
 FULL_CHECK_BYTES = 64 << 20  # larger CSV files: only the first megabyte is checked in Python (detect_encoding_fast)
@@ -883,6 +886,7 @@ def ingest_to(cfg: Config, out_dir: str | Path) -> pd.DataFrame:
                     part = folder / f"{table}-{counter}.parquet" if len(sources) > 1 else out_dir / f"canonical_{table}.parquet"
                     path = source.path if source.sql is not None else cfg.resolve(source.path)
                     reads.append(_write_source(con, counter, table, source, path, cfg, folder, part))
+                    _log.info("read %s into %s: %s rows", reads[-1].source, table, f"{reads[-1].rows:,}")
                     parts.append(part)
                 if len(parts) > 1:
                     _union(con, parts, out_dir / f"canonical_{table}.parquet")

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import logging
 import math
 import re
 from collections.abc import Mapping, Sequence
@@ -39,6 +40,8 @@ import numpy as np
 import pandas as pd
 
 from crmbook import experiments
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 STAGE = "06_performance"
 
@@ -570,9 +573,11 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
     long = kpis_long(wide)
     tx_path = run_dir / "tables" / "clean_transactions.parquet"
     cohorts = cohort_retention(tx_path, cfg) if has_tx and tx_path.is_file() else pd.DataFrame(columns=COHORT_COLUMNS)
+    _log.info("KPIs over %s periods and the cohort table", len(wide))
     plans, skipped = plan_experiments(members, p.metrics, p.control_groups, p.expected_shares, p.cuped) if has_members else ([], [])
     results, failed = analyse_campaigns(members, plans, p.confidence_level, p.power) if plans else \
         (pd.DataFrame(columns=experiments.RESULT_COLUMNS), [])
+    _log.info("experiments: %s campaign(s) analysed", len(plans))
     failed_ids = {c for c, _ in failed}
     roi = campaign_roi(members, [pl for pl in plans if pl.campaign_id not in failed_ids], tables.get("campaigns"),
                        p.confidence_level, p.gross_margin) if plans else pd.DataFrame(columns=ROI_COLUMNS)

@@ -35,7 +35,7 @@ from pathlib import Path
 
 from typing import TYPE_CHECKING
 
-from crmbook import config
+from crmbook import config, progress
 from crmbook.errors import CrmbookError, InputError, RunError
 
 if TYPE_CHECKING:
@@ -385,9 +385,11 @@ def run(opts: RunOptions) -> Path:
         for result in results.values():
             if result.status == "skipped":
                 _say(opts, f"  {result.name:<16} skipped: {result.reason}")
+        stop_echo = progress.follow(partial / progress.LOG_FILE, lambda line: _say(opts, f"    {line}"))
         try:
             for wave in waves:
                 _run_wave(wave, opts, cfg, partial, results)
+            stop_echo()
             info = publish_reports(cfg, partial, run_id, started, selected)
         except BaseException as exc:  # noqa: BLE001 - every failure must end as a .failed run
             error = exc.args[0] if isinstance(exc, CrmbookError) else _failure_reason(exc)
@@ -395,6 +397,7 @@ def run(opts: RunOptions) -> Path:
                 with contextlib.suppress(OSError):  # a full disk: the manifest below may still fit
                     (partial / "error.txt").write_text("".join(traceback.format_exception(exc)), encoding="utf-8")
         finally:
+            stop_echo()
             signal.signal(signal.SIGTERM, previous)
         status = "failed" if error else "succeeded"
         manifest = build_manifest(run_id, cfg, list(results.values()), partial, started, status, error)
@@ -418,6 +421,9 @@ def run(opts: RunOptions) -> Path:
         point_latest(reports_dir, run_id)
         peaks = [r.peak_mb for r in results.values() if r.peak_mb is not None]
         memory = f", largest stage peak memory {max(peaks):,.0f} MB" if peaks else ""
+        _say(opts, "stages (wall time, peak memory): " + " · ".join(
+            f"{r.name} {r.duration_s:.1f} s" + (f", {r.peak_mb:,.0f} MB" if r.peak_mb is not None else "")
+            for r in results.values() if r.status == "succeeded"))
         _say(opts, f"crmbook run {run_id}: succeeded in {manifest['duration_s']:.1f} s{memory} -> {final}/index.html")
         return final
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import datetime as dt
 import html
+import logging
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -36,6 +37,8 @@ import pandas as pd
 from crmbook import engine, report, store
 from crmbook.config import Config, SegmentationSection
 from crmbook.errors import InputError
+
+_log = logging.getLogger(__name__)  # progress lines (crmbook.progress)
 
 STAGE = "03_segmentation"
 
@@ -688,11 +691,13 @@ def segment(cfg: Config, run_dir, tables: dict[str, pd.DataFrame] | None = None)
             features = customer_features(con, transactions, as_of)
             if features.empty:
                 raise InputError(transactions, f"no purchases up to {as_of}: nothing to segment (check run.analysis_date)")
+            _log.info("RFM features of %s customers", f"{len(features):,}")
             scores = rfm_scores(features, settings.rfm)
             grid = segment_grid(settings.rfm)
             stages = lifecycle_stages(features, settings.lifecycle)
             tiers = value_tiers(features, stages, settings.value_tiers)
             clusters = cluster_customers(features, settings.clusters, settings.lifecycle)
+            _log.info("clustered the customers")
             profile = describe_clusters(features, clusters, stages)
             clusters.names = name_clusters(profile, "en")
             profile.insert(1, "cluster_name", profile["cluster"].map(clusters.names))
