@@ -866,15 +866,17 @@ def save(run_dir, cleaned: Cleaned) -> None:
         store.write_table(run_dir, "customer_id_map", cleaned.id_map, fmt="csv")
 
 
-def load_clean(cfg: Config, run_dir) -> dict[str, pd.DataFrame]:
-    """The clean tables of this run (02's outputs); built afresh (01 and 02) when 02 has not run
-    in `run_dir`, so a later stage's notebook can be opened and run on its own."""
+def load_clean(cfg: Config, run_dir, only: tuple[str, ...] | None = None) -> dict[str, pd.DataFrame]:
+    """The clean tables of this run (02's outputs), or `only` those of them the params have (a
+    stage that reads the transactions on DuckDB leaves them out, so they are never all in
+    memory); built afresh (01 and 02) when 02 has not run in `run_dir`, so a later stage's
+    notebook can be opened and run on its own."""
     from crmbook import ingestion, store
 
     names = [table for table, _ in cfg.data.sources.items()]
     if not all(store.has_table(run_dir, f"clean_{n}") for n in names):
         save(run_dir, clean(ingestion.load_canonical(cfg, run_dir), cfg))
-    return {n: store.read_table(run_dir, f"clean_{n}") for n in names}
+    return {n: store.read_table(run_dir, f"clean_{n}") for n in names if only is None or n in only}
 
 
 def removed_by_reason(cleaned: Cleaned) -> pd.Series:
