@@ -163,6 +163,46 @@ def repeat_purchases_by_period(con: duckdb.DuckDBPyConnection, transactions: str
     ).df()
 
 
+def period_activity(con: duckdb.DuckDBPyConnection, transactions: str | Path | pd.DataFrame, grain: str) -> pd.DataFrame:
+    """Per period (`grain`: week from Monday, month or quarter; periods with orders only): period
+    (first day), revenue (net, exact sum), orders (distinct order ids per customer, summed),
+    active_customers, new_customers (their first period), repeaters (2+ orders in the period),
+    retained (also active in the period before). `transactions`: a Parquet file, or a frame
+    with order_id, customer_id, order_ts and amount. Sorted by period."""
+    if grain not in ("week", "month", "quarter"):
+        raise ValueError(f"grain must be one of ['month', 'quarter', 'week'], not {grain!r}")
+    if isinstance(transactions, pd.DataFrame):
+        con.register("period_activity_input", transactions[["order_id", "customer_id", "order_ts", "amount"]])
+        source, label, args = "period_activity_input", "transactions", []
+    else:
+        source, label, args = "read_parquet(?)", transactions, [str(transactions)]
+    try:
+        return _sum_amounts(
+            con,
+            f"""
+            WITH cust AS (
+                SELECT CAST(customer_id AS VARCHAR) AS customer_id, DATE_TRUNC('{grain}', order_ts)::DATE AS period,
+                       COUNT(DISTINCT CAST(order_id AS VARCHAR))::BIGINT AS orders, SUM({_MICROS})::BIGINT AS value
+                FROM {source} GROUP BY ALL
+            ), flagged AS (
+                SELECT *, period = MIN(period) OVER (PARTITION BY customer_id) AS new,
+                       LAG(period) OVER (PARTITION BY customer_id ORDER BY period)
+                           = (period - INTERVAL 1 {grain})::DATE AS retained
+                FROM cust
+            )
+            SELECT period, SUM(value)::DOUBLE / 1e6 AS revenue, SUM(orders)::BIGINT AS orders,
+                   COUNT(*)::BIGINT AS active_customers, COUNT(*) FILTER (WHERE new)::BIGINT AS new_customers,
+                   COUNT(*) FILTER (WHERE orders >= 2)::BIGINT AS repeaters,
+                   COUNT(*) FILTER (WHERE retained)::BIGINT AS retained
+            FROM flagged GROUP BY period ORDER BY period
+            """,
+            args, label,
+        )
+    finally:
+        if isinstance(transactions, pd.DataFrame):
+            con.unregister("period_activity_input")
+
+
 def cohort_activity(con: duckdb.DuckDBPyConnection, transactions: str | Path) -> pd.DataFrame:
     """Acquisition month (month of first purchase) × months since: active customers and revenue.
     Columns: cohort, months_since, customers, revenue, cohort_size. Sorted."""

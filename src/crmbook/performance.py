@@ -84,33 +84,38 @@ def periods(timestamps: pd.Series, grain: str) -> pd.PeriodIndex:
     return pd.PeriodIndex(pd.to_datetime(timestamps), freq=FREQ[grain])
 
 
-def kpis_by_period(transactions: pd.DataFrame, grain: str = "month", spend: pd.DataFrame | None = None,
-                   as_of: dt.date | None = None, drop_incomplete: bool = True) -> pd.DataFrame:
+def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month", spend: pd.DataFrame | None = None,
+                   as_of: dt.date | None = None, drop_incomplete: bool = True, cfg=None) -> pd.DataFrame:
     """One row per period from the first to the last order (periods without orders included):
     `period` (first day, a date) and the KPIs of `KPI_UNITS` (see the module docstring).
+    `transactions`: the clean transactions, as a frame or a Parquet file, aggregated on DuckDB
+    (`crmbook.engine.period_activity`; with `cfg`, the params' memory limit and spill folder).
     `spend` (channel_spend: period, spend) adds marketing_spend and cac for month and quarter
     grains. With `drop_incomplete`, a last period ending after `as_of` (the last day the data
     covers; default the last order's day) is left out."""
+    from crmbook import engine
+
     columns = ["period", *KPIS]
-    if transactions is None or transactions.empty:
+    if grain not in FREQ:
+        raise ValueError(f"grain must be one of {sorted(FREQ)}, not {grain!r}")
+    if transactions is None or (isinstance(transactions, pd.DataFrame) and transactions.empty):
         return pd.DataFrame(columns=columns)
-    tx = transactions[["order_id", "customer_id", "order_ts", "amount"]]
-    per = periods(tx["order_ts"], grain)
-    ordinal = pd.Series(per.asi8, index=tx.index)
-    lines = pd.DataFrame({"customer_id": tx["customer_id"].astype("str"), "ordinal": ordinal,
-                          "order_id": tx["order_id"].astype("str"), "amount": tx["amount"].astype("float64")})
-    cust = (lines.groupby(["customer_id", "ordinal"], sort=True)
-            .agg(orders=("order_id", "nunique"), revenue=("amount", "sum")).reset_index())
-    first = cust.groupby("customer_id")["ordinal"].transform("min")
-    cust["new"] = cust["ordinal"].eq(first)
-    cust["repeat"] = cust["orders"].ge(2)
-    active_keys = pd.MultiIndex.from_arrays([cust["customer_id"], cust["ordinal"]])
-    cust["was_active_before"] = pd.MultiIndex.from_arrays([cust["customer_id"], cust["ordinal"] - 1]).isin(active_keys)
-    span = np.arange(int(cust["ordinal"].min()), int(cust["ordinal"].max()) + 1)
-    agg = cust.groupby("ordinal").agg(
-        revenue=("revenue", "sum"), orders=("orders", "sum"), active_customers=("customer_id", "size"),
-        new_customers=("new", "sum"), repeaters=("repeat", "sum"), retained=("was_active_before", "sum"),
-    ).reindex(span, fill_value=0)
+    con = engine.from_params(cfg) if cfg is not None else engine.connect()
+    try:
+        activity = engine.period_activity(con, transactions, grain)
+        if isinstance(transactions, pd.DataFrame):
+            last_order = transactions["order_ts"].max()
+        else:
+            last_order = con.execute("SELECT MAX(order_ts) FROM read_parquet(?)", [str(transactions)]).fetchone()[0]
+    finally:
+        con.close()
+    if activity.empty:
+        return pd.DataFrame(columns=columns)
+    first, last = (pd.Period(activity["period"].iloc[i], freq=FREQ[grain]) for i in (0, -1))
+    index = pd.period_range(first, last, freq=FREQ[grain])
+    span = index.asi8
+    agg = activity.set_index(pd.PeriodIndex(activity["period"], freq=FREQ[grain]).asi8).drop(columns="period") \
+        .reindex(span, fill_value=0)
     out = pd.DataFrame(index=span)
     out["revenue"] = agg["revenue"].round(2)
     for col in ("orders", "active_customers", "new_customers"):
@@ -122,7 +127,6 @@ def kpis_by_period(transactions: pd.DataFrame, grain: str = "month", spend: pd.D
     previous_active = agg["active_customers"].shift(1)
     out["retention_rate"] = _ratio(agg["retained"], previous_active)
     out["churn_rate"] = 1.0 - out["retention_rate"]
-    index = pd.PeriodIndex.from_ordinals(span, freq=FREQ[grain])
     out["marketing_spend"], out["cac"] = np.nan, np.nan
     if spend is not None and len(spend) and grain in ("month", "quarter"):
         spent = pd.Series(spend["spend"].astype("float64").to_numpy(),
@@ -132,7 +136,7 @@ def kpis_by_period(transactions: pd.DataFrame, grain: str = "month", spend: pd.D
     out.insert(0, "period", index.start_time.date)
     out = out.reset_index(drop=True)
     if drop_incomplete and len(out):
-        last_day = as_of or pd.Timestamp(tx["order_ts"].max()).date()
+        last_day = as_of or pd.Timestamp(last_order).date()
         ends = index.end_time.date
         out = out[[end <= last_day for end in ends]].reset_index(drop=True)
     for col in ("aov", "purchase_frequency", "repeat_purchase_rate", "retention_rate", "churn_rate", "cac"):
@@ -563,15 +567,19 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
     query, stage 04's CLV and earlier runs' KPIs; writes nothing)."""
     p = cfg.performance
     run_dir = Path(run_dir)
+    tx_path = run_dir / "tables" / "clean_transactions.parquet"
     transactions = tables.get("transactions")
+    if transactions is None and tx_path.is_file():  # the notebook leaves them on disk: read on DuckDB
+        import pyarrow.parquet as pq
+
+        transactions = tx_path if pq.read_metadata(tx_path).num_rows else None
     members = tables.get("campaign_members")
-    has_tx = transactions is not None and len(transactions) > 0
+    has_tx = transactions is not None and (not isinstance(transactions, pd.DataFrame) or len(transactions) > 0)
     has_members = members is not None and len(members) > 0
     as_of = cfg.run.analysis_date
-    wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period) if has_tx \
-        else pd.DataFrame(columns=["period", *KPIS])
+    wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period, cfg) \
+        if has_tx else pd.DataFrame(columns=["period", *KPIS])
     long = kpis_long(wide)
-    tx_path = run_dir / "tables" / "clean_transactions.parquet"
     cohorts = cohort_retention(tx_path, cfg) if has_tx and tx_path.is_file() else pd.DataFrame(columns=COHORT_COLUMNS)
     _log.info("KPIs over %s periods and the cohort table", len(wide))
     plans, skipped = plan_experiments(members, p.metrics, p.control_groups, p.expected_shares, p.cuped) if has_members else ([], [])

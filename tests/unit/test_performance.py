@@ -6,6 +6,7 @@ import datetime as dt
 import math
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -359,3 +360,38 @@ def test_zh_summary_and_sparkline():
     svg = charts.sparkline_svg([1, 3, 2, float("nan"), 4], title="x")
     assert svg.startswith("<svg") and "<polyline" in svg and "script" not in svg
     assert charts.sparkline_svg([1.0]) == ""
+
+
+def _pandas_period_activity(tx: pd.DataFrame, grain: str) -> pd.DataFrame:
+    """The per-period counts straight from their definitions, in pandas (the reference)."""
+    lines = tx.assign(ordinal=performance.periods(tx["order_ts"], grain).asi8)
+    cust = lines.groupby(["customer_id", "ordinal"]).agg(orders=("order_id", "nunique"), revenue=("amount", "sum")).reset_index()
+    cust["new"] = cust["ordinal"].eq(cust.groupby("customer_id")["ordinal"].transform("min"))
+    keys = set(zip(cust["customer_id"], cust["ordinal"]))
+    cust["retained"] = [(c, o - 1) in keys for c, o in zip(cust["customer_id"], cust["ordinal"])]
+    cust["repeaters"] = cust["orders"] >= 2
+    out = cust.groupby("ordinal").agg(revenue=("revenue", "sum"), orders=("orders", "sum"), active_customers=("customer_id", "size"),
+                                      new_customers=("new", "sum"), repeaters=("repeaters", "sum"), retained=("retained", "sum"))
+    out.index = pd.PeriodIndex.from_ordinals(out.index, freq=performance.FREQ[grain]).start_time.date
+    return out
+
+
+@pytest.mark.parametrize("grain", ["week", "month", "quarter"])
+def test_period_activity_on_duckdb_equals_pandas_from_a_frame_and_a_file(tmp_path, grain):
+    from crmbook import engine
+
+    rng = np.random.default_rng(3)
+    n = 20_000
+    tx = pd.DataFrame({"order_id": (np.arange(n) // 2).astype(str), "customer_id": rng.integers(0, 900, n).astype(str),
+                       "order_ts": pd.Timestamp("2023-01-01") + pd.to_timedelta(rng.integers(0, 600 * 24, n), unit="h"),
+                       "amount": rng.gamma(2.0, 30.0, n).round(2)})
+    expected = _pandas_period_activity(tx, grain)
+    path = tmp_path / "clean_transactions.parquet"
+    tx.to_parquet(path)
+    for source in (tx, path):
+        got = engine.period_activity(engine.connect(threads=2), source, grain).set_index("period")
+        assert [pd.Timestamp(d).date() for d in got.index] == list(expected.index)
+        for col in ("orders", "active_customers", "new_customers", "repeaters", "retained"):
+            assert got[col].tolist() == expected[col].astype("int64").tolist(), col
+        np.testing.assert_allclose(got["revenue"], expected["revenue"], rtol=0, atol=1e-6)
+    pd.testing.assert_frame_equal(performance.kpis_by_period(path, grain), performance.kpis_by_period(tx, grain))
