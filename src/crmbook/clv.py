@@ -1565,9 +1565,11 @@ def _quietly(fit: Callable[[], object], name: str):
             return FailedFit(name, f"could not be fitted: {exc}")
 
 
-def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), penalizer: float = 0.0) -> dict[str, object]:
+def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), penalizer: float = 0.0,
+               period: str = "calibration period") -> dict[str, object]:
     """The purchase models fitted on a (frequency, recency, T) summary, in the order given; a fit
-    that raises is a FailedFit (the stage carries on with the others)."""
+    that raises is a FailedFit (the stage carries on with the others). `period` names the
+    summary's period in the progress lines."""
     out = {}
     for key in models:
         model = MODEL_CLASSES[key]
@@ -1576,7 +1578,7 @@ def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), pena
             return model(penalizer=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
 
         out[key] = _quietly(fit, MODEL_LABELS[key])
-        _log.info("fitted %s on %s customers%s", MODEL_LABELS[key], f"{len(summary):,}",
+        _log.info("fitted %s on %s customers (%s)%s", MODEL_LABELS[key], f"{len(summary):,}", period,
                   "" if hasattr(out[key], "params_") else ": failed")
     return out
 
@@ -1690,7 +1692,7 @@ def final_models(key: str, fits: dict[str, object], spend, data: CalibrationData
     all information), each used only when its refit converged; otherwise the calibration fits."""
     if not (data.split.has_holdout and settings.refit):
         return FinalModels(fits[key], spend)
-    purchase = fit_models(data.current, (key,), settings.penalizer)[key]
+    purchase = fit_models(data.current, (key,), settings.penalizer, "whole history")[key]
     new_spend = fit_spend(data.current, settings.penalizer)
     failures = tuple((MODEL_LABELS[k] + FULL_HISTORY, fit.message_) for k, fit in ((key, purchase), ("gamma_gamma", new_spend))
                      if not fit.converged_)
