@@ -1565,11 +1565,9 @@ def _quietly(fit: Callable[[], object], name: str):
             return FailedFit(name, f"could not be fitted: {exc}")
 
 
-def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), penalizer: float = 0.0,
-               period: str = "calibration period") -> dict[str, object]:
+def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), penalizer: float = 0.0) -> dict[str, object]:
     """The purchase models fitted on a (frequency, recency, T) summary, in the order given; a fit
-    that raises is a FailedFit (the stage carries on with the others). `period` names the
-    summary's period in the progress lines."""
+    that raises is a FailedFit (the stage carries on with the others)."""
     out = {}
     for key in models:
         model = MODEL_CLASSES[key]
@@ -1578,8 +1576,6 @@ def fit_models(summary: pd.DataFrame, models=("bgnbd", "pareto", "mbgnbd"), pena
             return model(penalizer=penalizer).fit(summary["frequency"], summary["recency"], summary["T"])
 
         out[key] = _quietly(fit, MODEL_LABELS[key])
-        _log.info("fitted %s on %s customers (%s)%s", MODEL_LABELS[key], f"{len(summary):,}", period,
-                  "" if hasattr(out[key], "params_") else ": failed")
     return out
 
 
@@ -1692,8 +1688,9 @@ def final_models(key: str, fits: dict[str, object], spend, data: CalibrationData
     all information), each used only when its refit converged; otherwise the calibration fits."""
     if not (data.split.has_holdout and settings.refit):
         return FinalModels(fits[key], spend)
-    purchase = fit_models(data.current, (key,), settings.penalizer, "whole history")[key]
+    purchase = fit_models(data.current, (key,), settings.penalizer)[key]
     new_spend = fit_spend(data.current, settings.penalizer)
+    _log.info("refitted %s and Gamma-Gamma on the whole history", MODEL_LABELS[key])
     failures = tuple((MODEL_LABELS[k] + FULL_HISTORY, fit.message_) for k, fit in ((key, purchase), ("gamma_gamma", new_spend))
                      if not fit.converged_)
     use_purchase, use_spend = purchase.converged_, new_spend.converged_ and spend_usable(new_spend)
@@ -1926,6 +1923,8 @@ def evaluate(cfg, run_dir, customers: pd.DataFrame | None = None, con=None) -> C
     data = summarise_calibration(cfg, run_dir, con)
     _log.info("customer summaries: %s customers in the calibration period", f"{len(data.calibration):,}")
     fits = fit_models(data.calibration, settings.models, settings.penalizer)
+    for key, fit in fits.items():
+        _log.info("fitted %s on the calibration period%s", MODEL_LABELS[key], "" if fit.converged_ else ": did not converge")
     spend = fit_spend(data.calibration, settings.penalizer)
     comparison = compare_models(fits, data)
     selected, rule = select_model(comparison, settings.model, data.split.has_holdout)

@@ -32,11 +32,11 @@ class RunSection(Section):
     timezone: str = "UTC"
     engine: Literal["duckdb"] = Field("duckdb", description="the query engine (PySpark is planned, not available yet)")
     memory_limit: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
-                              description="DuckDB's memory limit for every query (e.g. 4GB); bigger work spills to temp_directory")
+                              description="DuckDB's memory limit per stage process (e.g. 4GB); bigger work spills "
+                                          "to temp_directory")
     threads: int | None = Field(None, ge=1, le=1024, description="DuckDB threads (default: every core)")
     temp_directory: Path | None = Field(None, description="where DuckDB spills (default: a folder per process in the "
                                                           "system's temporary directory)")
-
 
     @field_validator("engine", mode="before")
     @classmethod

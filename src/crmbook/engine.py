@@ -33,8 +33,8 @@ def connect(memory_limit: str = "4GB", threads: int | None = None, temp_director
     """An in-memory DuckDB connection with explicit limits: insertion order is not preserved,
     big aggregations spill to `temp_directory` (duckdb #5920, #10224), no progress bar. Without a
     `temp_directory`, spills go to a folder of this process in the system's temporary directory
-    (DuckDB's own default, `.tmp` in the working directory, would land in the run folder, and two
-    processes sharing one folder would share spill file names)."""
+    (DuckDB's own default, `.tmp` in the working directory, would land in the project's
+    `notebooks/` folder)."""
     con = duckdb.connect()
     con.execute(f"SET memory_limit = '{memory_limit}'")
     con.execute(f"SET threads = {int(threads or os.cpu_count() or 1)}")

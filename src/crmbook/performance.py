@@ -85,11 +85,12 @@ def periods(timestamps: pd.Series, grain: str) -> pd.PeriodIndex:
 
 
 def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month", spend: pd.DataFrame | None = None,
-                   as_of: dt.date | None = None, drop_incomplete: bool = True, cfg=None) -> pd.DataFrame:
+                   as_of: dt.date | None = None, drop_incomplete: bool = True, con=None) -> pd.DataFrame:
     """One row per period from the first to the last order (periods without orders included):
     `period` (first day, a date) and the KPIs of `KPI_UNITS` (see the module docstring).
-    `transactions`: the clean transactions, as a frame or a Parquet file, aggregated on DuckDB
-    (`crmbook.engine.period_activity`; with `cfg`, the params' memory limit and spill folder).
+    `transactions`: the clean transactions, as a Parquet file or a frame (order times as wall-clock
+    times; rows without a time or a customer are left out), aggregated on DuckDB
+    (`crmbook.engine.period_activity`, on `con` when given).
     `spend` (channel_spend: period, spend) adds marketing_spend and cac for month and quarter
     grains. With `drop_incomplete`, a last period ending after `as_of` (the last day the data
     covers; default the last order's day) is left out."""
@@ -98,9 +99,12 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
     columns = ["period", *KPIS]
     if grain not in FREQ:
         raise ValueError(f"grain must be one of {sorted(FREQ)}, not {grain!r}")
+    if isinstance(transactions, pd.DataFrame):
+        transactions = _wall_clock(transactions)
     if transactions is None or (isinstance(transactions, pd.DataFrame) and transactions.empty):
         return pd.DataFrame(columns=columns)
-    con = engine.from_params(cfg) if cfg is not None else engine.connect()
+    own = con is None
+    con = engine.connect() if own else con
     try:
         activity = engine.period_activity(con, transactions, grain)
         if isinstance(transactions, pd.DataFrame):
@@ -108,7 +112,8 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
         else:
             last_order = con.execute("SELECT MAX(order_ts) FROM read_parquet(?)", [str(transactions)]).fetchone()[0]
     finally:
-        con.close()
+        if own:
+            con.close()
     if activity.empty:
         return pd.DataFrame(columns=columns)
     first, last = (pd.Period(activity["period"].iloc[i], freq=FREQ[grain]) for i in (0, -1))
@@ -144,6 +149,16 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
     if out["marketing_spend"].isna().all():
         out = out.drop(columns=["marketing_spend", "cac"])
     return out
+
+
+def _wall_clock(transactions: pd.DataFrame) -> pd.DataFrame:
+    """order_id, customer_id, order_ts (naive: a time zone's wall-clock time, as pandas' periods
+    count it) and amount of the rows with a time and a customer."""
+    tx = transactions[["order_id", "customer_id", "order_ts", "amount"]].copy()
+    tx["order_ts"] = pd.to_datetime(tx["order_ts"], errors="coerce")
+    if isinstance(tx["order_ts"].dtype, pd.DatetimeTZDtype):
+        tx["order_ts"] = tx["order_ts"].dt.tz_localize(None)
+    return tx.dropna(subset=["order_ts", "customer_id"])
 
 
 def _ratio(numerator: pd.Series, denominator: pd.Series) -> pd.Series:
@@ -569,7 +584,7 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
     run_dir = Path(run_dir)
     tx_path = run_dir / "tables" / "clean_transactions.parquet"
     transactions = tables.get("transactions")
-    if transactions is None and tx_path.is_file():  # the notebook leaves them on disk: read on DuckDB
+    if transactions is None and cfg.data.sources.transactions and tx_path.is_file():  # left on disk by the notebook
         import pyarrow.parquet as pq
 
         transactions = tx_path if pq.read_metadata(tx_path).num_rows else None
@@ -577,8 +592,13 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
     has_tx = transactions is not None and (not isinstance(transactions, pd.DataFrame) or len(transactions) > 0)
     has_members = members is not None and len(members) > 0
     as_of = cfg.run.analysis_date
-    wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period, cfg) \
-        if has_tx else pd.DataFrame(columns=["period", *KPIS])
+    if has_tx:
+        from crmbook import engine
+
+        with engine.from_params(cfg) as con:
+            wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period, con)
+    else:
+        wide = pd.DataFrame(columns=["period", *KPIS])
     long = kpis_long(wide)
     cohorts = cohort_retention(tx_path, cfg) if has_tx and tx_path.is_file() else pd.DataFrame(columns=COHORT_COLUMNS)
     _log.info("KPIs over %s periods and the cohort table", len(wide))

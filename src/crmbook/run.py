@@ -25,6 +25,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from concurrent.futures import ProcessPoolExecutor, wait
@@ -331,9 +332,14 @@ def build_manifest(run_id: str, cfg: config.Config, results: list[StageResult], 
     }
 
 
+_SAY_LOCK = threading.Lock()  # the progress follower prints from its own thread
+
+
 def _say(opts: RunOptions, line: str) -> None:
     if opts.echo:
-        print(line, flush=True)
+        with _SAY_LOCK:
+            sys.stdout.write(line + "\n")
+            sys.stdout.flush()
 
 
 def _terminate(signum, frame):  # noqa: ARG001 - signal handler signature

@@ -242,7 +242,7 @@ def test_unconverged_fits_are_reported_not_raised(unconverged):
 def test_a_refit_that_does_not_converge_is_reported_and_not_used(stage, monkeypatch):
     cfg, _, result = stage
     stuck = clv.FailedFit("BG/NBD", "gradient not small")
-    monkeypatch.setattr(clv, "fit_models", lambda summary, models, penalizer=0.0, period="": {models[0]: stuck})
+    monkeypatch.setattr(clv, "fit_models", lambda summary, models, penalizer=0.0: {models[0]: stuck})
     final = clv.final_models(result.selected, result.fits, result.spend, result.data, cfg.clv)
     assert final.purchase is result.fits[result.selected] and not final.purchase_refitted
     spend_refit = clv.fit_spend(result.data.current)

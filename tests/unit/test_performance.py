@@ -395,3 +395,24 @@ def test_period_activity_on_duckdb_equals_pandas_from_a_frame_and_a_file(tmp_pat
             assert got[col].tolist() == expected[col].astype("int64").tolist(), col
         np.testing.assert_allclose(got["revenue"], expected["revenue"], rtol=0, atol=1e-6)
     pd.testing.assert_frame_equal(performance.kpis_by_period(path, grain), performance.kpis_by_period(tx, grain))
+
+
+def test_kpis_from_a_frame_use_wall_clock_times_and_skip_rows_without_time_or_customer():
+    """A frame's time-zone-aware times count in their own zone's calendar (as pandas periods do),
+    whatever the machine's zone; rows without a time or a customer are not activity."""
+    tx = pd.DataFrame({"order_id": ["1", "2", "3", "4"], "customer_id": ["a", "b", None, "c"],
+                       "order_ts": pd.to_datetime(["2024-01-31 23:30", "2024-02-01 00:30", "2024-02-02 00:00", None])
+                       .tz_localize("Asia/Shanghai"), "amount": [10.0, 20.0, 30.0, 40.0]})
+    kpis = performance.kpis_by_period(tx, "month", drop_incomplete=False).set_index("period")
+    assert [str(p) for p in kpis.index] == ["2024-01-01", "2024-02-01"]
+    assert kpis["revenue"].tolist() == [10.0, 20.0] and kpis["active_customers"].tolist() == [1, 1]
+
+
+def test_06_ignores_a_transactions_file_its_params_do_not_list(tmp_path):
+    """An experiments-only scenario (no transactions source) in a folder with an earlier run's
+    clean transactions reports no KPIs from them."""
+    run = tmp_path / "run"
+    (run / "tables").mkdir(parents=True)
+    orders().to_parquet(run / "tables" / "clean_transactions.parquet")
+    result = performance.evaluate({"campaign_members": members()}, config.Config(), run)
+    assert result.kpis.empty and not result.has_transactions

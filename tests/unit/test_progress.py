@@ -15,6 +15,7 @@ def _detach():
     for handler in list(logger.handlers):
         logger.removeHandler(handler)
     logger.propagate = True
+    logger.setLevel(logging.NOTSET)
 
 
 def test_start_sends_helper_lines_to_stderr_and_the_log_once(tmp_path, capsys):
