@@ -58,10 +58,11 @@ class Cleaned:
 
 def _split(frame: pd.DataFrame, remove: pd.Series, reason: str | pd.Series, changed: int = 0,
            original: pd.DataFrame | None = None) -> Step:
-    """Keep `frame[~remove]`; quarantine the same rows as they were before this rule (`original`)."""
+    """Keep `frame[~remove]`; quarantine the same rows as they were before this rule (`original`).
+    When nothing is removed, `frame` itself is kept: no copy of a large table."""
     removed = (frame if original is None else original)[remove].copy()
     removed["reason"] = reason if isinstance(reason, str) else reason[remove]
-    return Step(frame[~remove], removed, changed)
+    return Step(frame[~remove] if remove.any() else frame, removed, changed)
 
 
 def _blank(values: pd.Series) -> pd.Series:
@@ -114,8 +115,12 @@ def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: 
     rewritten = int(((matched >= 0) & (matched != main_format)).sum())
     converted = frame.assign(**{column: parsed})
     if required:
-        reason = np.where(empty, f"{column} is empty", f"{column} is not a date in any format of cleaning.date_formats")
-        return _split(converted, bad | empty, pd.Series(reason, index=frame.index), rewritten, original=frame)
+        # the reason is written on the removed rows only: a text per row of a large table costs GBs
+        remove = bad | empty
+        step = _split(converted, remove, f"{column} is not a date in any format of cleaning.date_formats", rewritten,
+                      original=frame)
+        reason = step.removed["reason"].where(~empty[remove].to_numpy(), f"{column} is empty")
+        return Step(step.kept, step.removed.assign(reason=reason), rewritten)
     return Step(converted, frame.iloc[0:0].assign(reason=""), rewritten + int(bad.sum()))
 
 

@@ -46,6 +46,23 @@ def test_dates_in_other_formats_are_rewritten_and_junk_quarantined():
     assert list(step.removed["order_id"]) == ["4", "5"]
 
 
+def test_required_dates_quarantined_with_their_own_reason():
+    frame = _orders([["1", "a", "2024-03-05", "1", "x", ""], ["2", "a", " ", "1", "x", ""],
+                     ["3", "a", "bad", "1", "x", ""], ["4", "a", "", "1", "x", ""]])
+    step = cleaning.parse_dates(frame, "order_ts", ["%Y-%m-%d"], True, "timestamp")
+    assert list(step.kept["order_id"]) == ["1"]
+    assert list(step.removed["order_id"]) == ["2", "3", "4"]
+    assert list(step.removed["order_ts"]) == [" ", "bad", ""]  # as they were before the rule
+    assert list(step.removed["reason"]) == ["order_ts is empty", "order_ts is not a date in any format of "
+                                            "cleaning.date_formats", "order_ts is empty"]
+
+
+def test_a_rule_that_removes_nothing_keeps_the_table_without_copying_it():
+    frame = _orders([["1", "a", "2024-03-05", "1", "x", ""], ["2", "b", "2024-03-06", "1", "x", ""]])
+    step = cleaning.exact_duplicate(frame)
+    assert step.kept is frame and step.removed.empty and list(step.removed.columns) == [*frame.columns, "reason"]
+
+
 def test_optional_dates_become_empty_not_removed():
     frame = _orders([["1", "a", "2024-03-05", "1", "x", ""], ["2", "a", "bad", "1", "x", ""]])
     step = cleaning.parse_dates(frame, "order_ts", ["%Y-%m-%d"], False, "timestamp")
