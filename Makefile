@@ -38,7 +38,7 @@ bench: $(STAMP) ## speed and memory benchmarks (results in benchmarks/results.md
 	$(BIN)/python -m benchmarks
 
 lock: ## regenerate requirements.lock from pyproject.toml (needs uv)
-	uv pip compile pyproject.toml --extra dev --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock -q --custom-compile-command "make lock"
+	uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock -q --custom-compile-command "make lock"
 
 clean: ## remove the virtual environment and generated demo data (reports are kept)
 	rm -rf $(VENV) data/raw/demo

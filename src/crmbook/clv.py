@@ -1523,7 +1523,7 @@ def split_dates(cfg, first_purchase: dt.date, analysis_date: dt.date, last_purch
 
 
 def summarise_calibration(cfg, run_dir, con=None) -> CalibrationData:
-    """Customer summaries for the fits, from the clean transactions of `run_dir` (DuckDB, out of core):
+    """Customer summaries for the fits, from the clean transactions of `run_dir` (the params' engine):
     calibration period (with holdout purchases), whole history to the analysis date, and weekly
     repeat purchases. The analysis date is `run.analysis_date`, else the day after the last order."""
     from crmbook import engine
@@ -1540,17 +1540,18 @@ def summarise_calibration(cfg, run_dir, con=None) -> CalibrationData:
     as_of = cfg.run.analysis_date or last + dt.timedelta(days=1)
     split = split_dates(cfg, first, as_of, last)
     unit = split.time_unit
-    calibration = _tidy_summary(engine.customer_summary(con, path, split.calibration_end, unit))
+    queries = engine.queries_on(cfg, con)
+    calibration = _tidy_summary(engine.customer_summary(queries, path, split.calibration_end, unit))
     if split.has_holdout:
-        holdout = engine.holdout_purchases(con, path, split.calibration_end, split.holdout_end)
+        holdout = engine.holdout_purchases(queries, path, split.calibration_end, split.holdout_end)
         holdout["customer_id"] = holdout["customer_id"].astype("str")
         calibration = calibration.merge(holdout, on="customer_id", how="left", validate="one_to_one")
         calibration["holdout_purchases"] = calibration["holdout_purchases"].fillna(0).astype("int64")
         calibration["holdout_value"] = calibration["holdout_value"].fillna(0.0).astype("float64").round(6)
-        current = _tidy_summary(engine.customer_summary(con, path, split.analysis_date, unit))
+        current = _tidy_summary(engine.customer_summary(queries, path, split.analysis_date, unit))
     else:
         current = calibration
-    weekly = engine.repeat_purchases_by_period(con, path, first, split.holdout_end or split.analysis_date, "weeks")
+    weekly = engine.repeat_purchases_by_period(queries, path, first, split.holdout_end or split.analysis_date, "weeks")
     return CalibrationData(split, calibration, current, weekly)
 
 
@@ -1844,7 +1845,7 @@ def rfm_segments(cfg, run_dir, as_of: dt.date, con=None) -> tuple[pd.Series | No
         from crmbook import engine, segmentation
 
         con = con or engine.from_params(cfg)
-        features = segmentation.customer_features(con, transactions_path(run_dir), as_of)
+        features = segmentation.customer_features(engine.queries_on(cfg, con), transactions_path(run_dir), as_of)
         scores = segmentation.rfm_scores(features, cfg.segmentation.rfm)
         names = segmentation.name_segments(scores, segmentation.segment_grid(cfg.segmentation.rfm))
         return pd.Series(names.to_numpy(), index=features["customer_id"].astype("str")), "computed"

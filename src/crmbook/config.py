@@ -8,6 +8,7 @@ file, so a run does not depend on the directory it was started from.
 from __future__ import annotations
 
 import datetime as dt
+import re
 from pathlib import Path
 from typing import Any, Literal
 
@@ -30,20 +31,38 @@ class RunSection(Section):
     analysis_date: dt.date | None = Field(None, description='"today" for recency; default: the day after the last order')
     currency: str = "USD"
     timezone: str = "UTC"
-    engine: Literal["duckdb"] = Field("duckdb", description="the query engine (PySpark is planned, not available yet)")
+    engine: Literal["duckdb", "pyspark"] = Field("duckdb", description="where the transaction-level queries run: duckdb (in "
+                                                                    "process, out of core) or pyspark (a Spark cluster; "
+                                                                    "pip install 'crmbook[spark]')")
     memory_limit: str = Field("4GB", pattern=r"^\d+(\.\d+)?\s*(KB|MB|GB|TB|KiB|MiB|GiB|TiB)$",
                               description="DuckDB's memory limit per stage process (e.g. 4GB); bigger work spills "
                                           "to temp_directory")
     threads: int | None = Field(None, ge=1, le=1024, description="DuckDB threads (default: every core)")
     temp_directory: Path | None = Field(None, description="where DuckDB spills (default: a folder per process in the "
                                                           "system's temporary directory)")
+    spark_master: str = Field("local[*]", min_length=1, description="engine: pyspark: the Spark master (local[*], "
+                                                                   "spark://host:7077, yarn, k8s://...)")
+    spark_conf: dict[str, str] = Field(default_factory=dict, description="engine: pyspark: extra Spark settings "
+                                                                         "(e.g. spark.executor.memory: 8g)")
 
-    @field_validator("engine", mode="before")
+    @field_validator("engine")
     @classmethod
-    def _engine(cls, value: Any) -> Any:
-        if value == "pyspark":
-            raise ValueError("pyspark is not available yet: crmbook runs its queries on DuckDB (use engine: duckdb, "
-                             "and run.memory_limit / run.temp_directory for data bigger than memory)")
+    def _spark_installed(cls, value: str) -> str:
+        import importlib.util
+
+        if value == "pyspark" and importlib.util.find_spec("pyspark") is None:
+            raise ValueError("pyspark is not installed: pip install 'crmbook[spark]' (it needs Java 17 or newer)")
+        return value
+
+    @field_validator("spark_conf")
+    @classmethod
+    def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
+        """Credentials stay out of params (they are copied into every run folder): Spark and Hadoop
+        read them from the environment (AWS_ACCESS_KEY_ID, ...) or spark-defaults.conf."""
+        for key in value:
+            if re.search(r"secret|password|token|credential|access\.?key", key, re.IGNORECASE):
+                raise ValueError(f"{key} looks like a credential: set it in the environment or spark-defaults.conf, "
+                                 "not in params")
         return value
 
 

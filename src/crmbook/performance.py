@@ -90,7 +90,7 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
     `period` (first day, a date) and the KPIs of `KPI_UNITS` (see the module docstring).
     `transactions`: the clean transactions, as a Parquet file or a frame (order times as wall-clock
     times; rows without a time or a customer are left out), aggregated on DuckDB
-    (`crmbook.engine.period_activity`, on `con` when given).
+    (`crmbook.engine.period_activity`, on `con` when given: a DuckDB connection or a Spark backend).
     `spend` (channel_spend: period, spend) adds marketing_spend and cac for month and quarter
     grains. With `drop_incomplete`, a last period ending after `as_of` (the last day the data
     covers; default the last order's day) is left out."""
@@ -110,7 +110,7 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
         if isinstance(transactions, pd.DataFrame):
             last_order = transactions["order_ts"].max()
         else:
-            last_order = con.execute("SELECT MAX(order_ts) FROM read_parquet(?)", [str(transactions)]).fetchone()[0]
+            last_order = engine.last_order(con, transactions)
     finally:
         if own:
             con.close()
@@ -196,16 +196,16 @@ def latest_kpis(long: pd.DataFrame) -> pd.DataFrame:
 # cohorts
 # ------------------------------------------------------------------------------------------
 def cohort_retention(transactions_path: str | Path, cfg=None) -> pd.DataFrame:
-    """Acquisition month x months since acquisition, from `crmbook.engine.cohort_activity` (DuckDB,
-    out of core): customers active, cohort_size, retention = customers / cohort_size, net revenue
+    """Acquisition month x months since acquisition, from `crmbook.engine.cohort_activity` (the
+    params' engine): customers active, cohort_size, retention = customers / cohort_size, net revenue
     and revenue_per_customer = revenue / cohort_size (per customer acquired, in currency).
-    One thread, so sums come out in the same order (byte-identical files); the params' (`cfg`)
-    memory limit and spill folder."""
+    The params' (`cfg`) memory limit and spill folder; sums are exact, so files are byte-identical
+    whatever the threads."""
     from crmbook import engine
 
-    con = engine.from_params(cfg, threads=1) if cfg is not None else engine.connect(threads=1)
+    con = engine.from_params(cfg) if cfg is not None else engine.connect()
     try:
-        cells = engine.cohort_activity(con, transactions_path)
+        cells = engine.cohort_activity(engine.queries_on(cfg, con), transactions_path)
     finally:
         con.close()
     if cells.empty:
@@ -596,7 +596,8 @@ def evaluate(tables: Mapping[str, pd.DataFrame], cfg, run_dir: str | Path) -> Pe
         from crmbook import engine
 
         with engine.from_params(cfg) as con:
-            wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period, con)
+            wide = kpis_by_period(transactions, p.grain, tables.get("channel_spend"), as_of, p.drop_incomplete_period,
+                                  engine.queries_on(cfg, con))
     else:
         wide = pd.DataFrame(columns=["period", *KPIS])
     long = kpis_long(wide)

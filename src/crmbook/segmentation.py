@@ -688,7 +688,7 @@ def segment(cfg: Config, run_dir, tables: dict[str, pd.DataFrame] | None = None)
         con = engine.from_params(cfg, spill=spill)
         try:
             as_of = analysis_date(cfg, con, transactions)
-            features = customer_features(con, transactions, as_of)
+            features = customer_features(engine.queries_on(cfg, con), transactions, as_of)
             if features.empty:
                 raise InputError(transactions, f"no purchases up to {as_of}: nothing to segment (check run.analysis_date)")
             _log.info("RFM features of %s customers", f"{len(features):,}")

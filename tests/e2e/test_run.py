@@ -82,6 +82,21 @@ def test_second_run_writes_byte_identical_tables(workspace):
         assert (workspace["first"] / rel).read_bytes() == (second / rel).read_bytes(), rel
 
 
+def test_the_pyspark_engine_writes_the_same_tables(workspace, tmp_path):
+    """run.engine: pyspark (local mode) sends the engine's queries to Spark: every table of the
+    workbook comes out byte-identical to the DuckDB run's."""
+    text = workspace["params"].read_text(encoding="utf-8").replace("engine: duckdb", "engine: pyspark\n  spark_master: local[2]")
+    params = tmp_path / "spark.yaml"
+    params.write_text(text, encoding="utf-8")
+    result = crmbook("run", "--params", str(params), "--reports-dir", str(tmp_path / "reports"))
+    assert result.returncode == 0, result.stdout + result.stderr
+    spark_run, duckdb_run = (tmp_path / "reports" / "latest").resolve(), workspace["first"]
+    files = sorted(p.relative_to(duckdb_run) for p in (duckdb_run / "tables").rglob("*") if p.is_file())
+    assert len(files) > 20 and files == sorted(p.relative_to(spark_run) for p in (spark_run / "tables").rglob("*") if p.is_file())
+    for rel in files:
+        assert (duckdb_run / rel).read_bytes() == (spark_run / rel).read_bytes(), rel
+
+
 def test_failing_notebook_keeps_failed_folder_and_latest(workspace, tmp_path):
     good = (workspace["reports"] / "latest").resolve()
     notebooks = tmp_path / "notebooks"

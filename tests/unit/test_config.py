@@ -23,7 +23,8 @@ def test_default_params_validate():
     ("run: [1, 2]\n", "run", "valid dictionary"),
     ("run:\n  memory_limit: 4 gigs\n", "run.memory_limit", "should match pattern"),
     ("run:\n  memory_limit: \"4GB'; SET threads=99; --\"\n", "run.memory_limit", "should match pattern"),
-    ("run:\n  engine: pyspark\n", "run.engine", "pyspark is not available yet"),
+    ("run:\n  engine: spark\n", "run.engine", "'duckdb' or 'pyspark'"),
+    ("run:\n  spark_conf: {spark.hadoop.fs.s3a.secret.key: abc}\n", "run.spark_conf", "looks like a credential"),
     ("run:\n  threads: 0\n", "run.threads", "greater than or equal to 1"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, yaml_text, key, words):
