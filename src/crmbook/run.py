@@ -391,6 +391,8 @@ def run(opts: RunOptions) -> Path:
         for result in results.values():
             if result.status == "skipped":
                 _say(opts, f"  {result.name:<16} skipped: {result.reason}")
+        if opts.jobs > 1:
+            _start_quiet_resource_tracker()  # before the echo thread below writes to stderr
         stop_echo = progress.follow(partial / progress.LOG_FILE, lambda line: _say(opts, f"    {line}"))
         try:
             for wave in waves:
@@ -491,6 +493,23 @@ def write_run_index(cfg: config.Config, run_dir: Path, manifest: dict) -> Path:
                               previous=history[-1][1] if history else None, previous_run=earlier[-1].name if earlier else None,
                               history=history, workbook=workbook.name if workbook.is_file() else None,
                               dictionary=(run_dir / "tables" / "README.md").is_file())
+
+
+def _start_quiet_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (which the stage workers of `--jobs` share) with its
+    stderr on /dev/null. `crmbook` leaves with os._exit (see cli.entry), which skips
+    multiprocessing's exit hooks: after a run stopped by a signal, the tracker would still unlink
+    the stopped pool's semaphores but also print a warning below the run's one error line."""
+    from multiprocessing import resource_tracker
+
+    saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        resource_tracker.ensure_running()
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
 
 
 def _run_wave(wave: list[Stage], opts: RunOptions, cfg: config.Config, run_dir: Path, results: dict[str, StageResult]) -> None:
