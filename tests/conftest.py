@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,15 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "tests" / "params" / "tiny.yaml"
+
+
+def require_java() -> None:
+    """The Spark tests need Java 17+: skipped on a machine without it, failed where
+    CRMBOOK_REQUIRE_SPARK is set (`.ci/run` installs Java and sets it, so CI always runs them)."""
+    if shutil.which("java") is None:
+        if os.environ.get("CRMBOOK_REQUIRE_SPARK"):
+            pytest.fail("CRMBOOK_REQUIRE_SPARK is set but there is no java on PATH")
+        pytest.skip("the Spark tests need Java 17 or newer on PATH (CI installs it)")
 
 
 def write_params(folder: Path, data_dir: Path, text: str | None = None, **replace: str) -> Path:

@@ -19,6 +19,9 @@ from crmbook.errors import ConfigError
 
 TABLE_NAMES = ("transactions", "customers", "touchpoints", "campaigns", "campaign_members", "channel_spend")
 FORMATS = ("csv", "excel", "parquet", "jsonl", "sql")
+# spark_conf keys and values that hold credentials (S3/Azure/GCS keys, SAS tokens, passwords in URLs)
+SECRET_KEY = r"secret|password|passwd|token|credential|access\.?key|api\.?key|private|(^|[._])key([._]|$)|(^|[._])sas([._]|$)"
+SECRET_VALUE = r"[?&;](password|passwd|pwd)=|//[^/@:]+:[^/@]+@"
 
 
 class Section(BaseModel):
@@ -45,6 +48,15 @@ class RunSection(Section):
     spark_conf: dict[str, str] = Field(default_factory=dict, description="engine: pyspark: extra Spark settings "
                                                                          "(e.g. spark.executor.memory: 8g)")
 
+    @field_validator("spark_conf", mode="before")
+    @classmethod
+    def _spark_values_as_text(cls, value: Any) -> Any:
+        """Spark settings are text: `spark.executor.cores: 4` and `...enabled: true` as YAML wrote them."""
+        if not isinstance(value, dict):
+            return value
+        return {key: str(v).lower() if isinstance(v, bool) else str(v) if isinstance(v, (int, float)) else v
+                for key, v in value.items()}
+
     @field_validator("engine")
     @classmethod
     def _spark_installed(cls, value: str) -> str:
@@ -59,8 +71,8 @@ class RunSection(Section):
     def _no_secrets(cls, value: dict[str, str]) -> dict[str, str]:
         """Credentials stay out of params (they are copied into every run folder): Spark and Hadoop
         read them from the environment (AWS_ACCESS_KEY_ID, ...) or spark-defaults.conf."""
-        for key in value:
-            if re.search(r"secret|password|token|credential|access\.?key", key, re.IGNORECASE):
+        for key, setting in value.items():
+            if re.search(SECRET_KEY, key, re.IGNORECASE) or re.search(SECRET_VALUE, setting, re.IGNORECASE):
                 raise ValueError(f"{key} looks like a credential: set it in the environment or spark-defaults.conf, "
                                  "not in params")
         return value
@@ -632,6 +644,8 @@ def _describe(error: dict[str, Any]) -> str:
         return "unknown key"
     if kind == "missing":
         return "required key is missing"
+    if tuple(error["loc"][:2]) == ("run", "spark_conf"):  # its values may be credentials: never echoed
+        return error["msg"]
     return f"{error['msg']} (got {error.get('input')!r})"
 
 

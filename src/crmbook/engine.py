@@ -18,6 +18,7 @@ import datetime as dt
 import functools
 import logging
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -28,7 +29,7 @@ import ibis.expr.types as ir
 import pandas as pd
 import pyarrow as pa
 
-from crmbook.errors import InputError
+from crmbook.errors import ConfigError, InputError
 
 UNIT_DAYS = {"days": 1.0, "weeks": 7.0}
 GRAINS = {"week": "W", "month": "M", "quarter": "Q"}  # Ibis's truncation units (weeks start on Monday)
@@ -80,16 +81,21 @@ def _spark(master: str, conf: tuple[tuple[str, str], ...]) -> Any:
     try:
         from pyspark.sql import SparkSession
     except ImportError:
-        raise InputError("params", "run.engine: pyspark needs PySpark: pip install 'crmbook[spark]' "
-                                   "(and Java 17 or newer)", column="run.engine") from None
-    builder = (SparkSession.builder.appName("crmbook").master(master)
-               .config("spark.sql.session.timeZone", "UTC").config("spark.ui.showConsoleProgress", "false"))
+        raise ConfigError("params", "run.engine", "pyspark is not installed: pip install 'crmbook[spark]' "
+                                                  "(it needs Java 17 or newer)") from None
+    builder = SparkSession.builder.appName("crmbook").master(master).config("spark.ui.showConsoleProgress", "false")
     for key, value in conf:
         builder = builder.config(key, value)
-    session = builder.getOrCreate()
-    # Errors reach Python as exceptions (and `_frame` rewrites overflows); Spark's own console logs
-    # would print every failed task's Java stack trace into the run's output.
-    session.sparkContext.setLogLevel("FATAL")
+    # after the user's settings: times read as written, and an overflowing sum is an error
+    builder = builder.config("spark.sql.session.timeZone", "UTC").config("spark.sql.ansi.enabled", "true")
+    try:
+        session = builder.getOrCreate()
+    except Exception as error:  # noqa: BLE001 - PySpark raises its own classes; the cause is what matters
+        java = "" if shutil.which("java") else "no `java` on PATH: install Java 17 or newer; "
+        raise ConfigError("params", "run.spark_master", f"Spark did not start on {master}: {java}"
+                                                        f"{str(error).splitlines()[0][:200]}") from None
+    # A failed query reaches Python as an exception (`_frame`); PySpark would also log it as JSON on
+    # stderr, which a notebook shows as an output cell.
     logging.getLogger("SQLQueryContextLogger").setLevel(logging.CRITICAL)
     return ibis.pyspark.connect(session)
 
@@ -111,6 +117,9 @@ def _read(backend: Any, transactions: str | Path | pd.DataFrame) -> ir.Table:
     if isinstance(transactions, pd.DataFrame):
         frame = transactions[["order_id", "customer_id", "order_ts", "amount"]].astype({"order_id": "str", "customer_id": "str"})
         return ibis.memtable(pa.Table.from_pandas(frame, preserve_index=False))
+    if backend.name == "pyspark":  # a file: URI, which a cluster whose default filesystem is HDFS reads too
+        uri = Path(transactions).resolve().as_uri().replace("`", "``")
+        return backend.sql(f"SELECT * FROM parquet.`{uri}`")
     return backend.read_parquet(str(transactions))
 
 
@@ -150,9 +159,11 @@ def _frame(backend: Any, expr: ir.Table, transactions: Any) -> pd.DataFrame:
 
 
 def _is_overflow(error: Exception) -> bool:
+    """An integer overflow of a sum: DuckDB's out-of-range error, Spark's ARITHMETIC_OVERFLOW."""
+    text = str(error)
     if isinstance(error, (duckdb.ConversionException, duckdb.OutOfRangeException)):
-        return True
-    return type(error).__name__ == "ArithmeticException" or "ARITHMETIC_OVERFLOW" in str(error)
+        return "out of range" in text.lower() or "overflow" in text.lower()
+    return "ARITHMETIC_OVERFLOW" in text
 
 
 def _unit(time_unit: str) -> float:
@@ -275,12 +286,14 @@ def cohort_activity(con: Any, transactions: str | Path) -> pd.DataFrame:
     """Acquisition month (month of first purchase) × months since: active customers and revenue.
     Columns: cohort, months_since, customers, revenue, cohort_size. Sorted."""
     backend = _backend(con)
-    t = _read(backend, transactions)
-    t = t.mutate(month=t.order_ts.truncate("M").date(), micros=_micros(t.amount))
-    t = t.mutate(cohort=t.month.min().over(group_by="customer_id"))
-    t = t.mutate(months_since=((t.month.year() - t.cohort.year()) * 12 + t.month.month() - t.cohort.month()).cast("int64"))
-    cells = t.group_by(["cohort", "months_since"]).aggregate(customers=t.customer_id.nunique().cast("int64"),
-                                                             value=t.micros.sum())
+    lines = _read(backend, transactions)
+    lines = lines.mutate(month=lines.order_ts.truncate("M").date(), micros=_micros(lines.amount))
+    months = lines.group_by(["customer_id", "month"]).aggregate(value=lines.micros.sum())  # a customer's active months
+    months = months.mutate(cohort=months.month.min().over(group_by="customer_id"))
+    months = months.mutate(months_since=((months.month.year() - months.cohort.year()) * 12
+                                         + months.month.month() - months.cohort.month()).cast("int64"))
+    cells = months.group_by(["cohort", "months_since"]).aggregate(customers=months.count().cast("int64"),
+                                                                  value=months.value.sum())
     sizes = cells.filter(cells.months_since == 0).select("cohort", cohort_size=cells.customers)
     out = cells.join(sizes, "cohort")
     out = out.select("cohort", "months_since", "customers", revenue=_money(out.value), cohort_size=out.cohort_size)

@@ -46,8 +46,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[2]
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 KERNEL = "python3"
 KERNEL_PEAK_FILE = "kernel-peak-mb"  # written beside the kernel's sockets as it shuts down
-PACKAGES = ("crmbook", "pandas", "numpy", "scipy", "scikit-learn", "statsmodels", "duckdb", "pyarrow",
-            "papermill", "nbconvert", "nbclient", "ipykernel", "pandera", "pydantic", "seaborn", "matplotlib")
+PACKAGES = ("crmbook", "pandas", "numpy", "scipy", "scikit-learn", "statsmodels", "duckdb", "ibis-framework", "pyspark",
+            "pyarrow", "papermill", "nbconvert", "nbclient", "ipykernel", "pandera", "pydantic", "seaborn", "matplotlib")
 
 
 @dataclass(frozen=True)
@@ -385,14 +385,14 @@ def run(opts: RunOptions) -> Path:
         (partial / "tables").mkdir()  # every run has one, even when its stages write no table
         started = dt.datetime.now(dt.UTC)
         info = None
+        if opts.jobs > 1:
+            _start_quiet_resource_tracker()  # before the SIGTERM handler and the echo thread below
         previous = signal.signal(signal.SIGTERM, _terminate)
         error: str | None = None
         _say(opts, f"crmbook run {run_id}: {len(selected)} stage(s), params {opts.params_path}")
         for result in results.values():
             if result.status == "skipped":
                 _say(opts, f"  {result.name:<16} skipped: {result.reason}")
-        if opts.jobs > 1:
-            _start_quiet_resource_tracker()  # before the echo thread below writes to stderr
         stop_echo = progress.follow(partial / progress.LOG_FILE, lambda line: _say(opts, f"    {line}"))
         try:
             for wave in waves:
@@ -502,6 +502,7 @@ def _start_quiet_resource_tracker() -> None:
     the stopped pool's semaphores but also print a warning below the run's one error line."""
     from multiprocessing import resource_tracker
 
+    sys.stderr.flush()
     saved, devnull = os.dup(2), os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, 2)

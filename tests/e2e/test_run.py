@@ -11,7 +11,7 @@ import nbformat
 import pandas as pd
 import pytest
 
-from tests.conftest import ROOT, crmbook, write_params
+from tests.conftest import ROOT, crmbook, require_java, write_params
 
 pytestmark = pytest.mark.slow
 
@@ -85,7 +85,9 @@ def test_second_run_writes_byte_identical_tables(workspace):
 def test_the_pyspark_engine_writes_the_same_tables(workspace, tmp_path):
     """run.engine: pyspark (local mode) sends the engine's queries to Spark: every table of the
     workbook comes out byte-identical to the DuckDB run's."""
+    require_java()
     text = workspace["params"].read_text(encoding="utf-8").replace("engine: duckdb", "engine: pyspark\n  spark_master: local[2]")
+    assert "engine: pyspark" in text
     params = tmp_path / "spark.yaml"
     params.write_text(text, encoding="utf-8")
     result = crmbook("run", "--params", str(params), "--reports-dir", str(tmp_path / "reports"))

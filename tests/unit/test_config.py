@@ -25,6 +25,9 @@ def test_default_params_validate():
     ("run:\n  memory_limit: \"4GB'; SET threads=99; --\"\n", "run.memory_limit", "should match pattern"),
     ("run:\n  engine: spark\n", "run.engine", "'duckdb' or 'pyspark'"),
     ("run:\n  spark_conf: {spark.hadoop.fs.s3a.secret.key: abc}\n", "run.spark_conf", "looks like a credential"),
+    ("run:\n  spark_conf: {fs.azure.account.key.acct.dfs.core.windows.net: abc}\n", "run.spark_conf", "looks like a credential"),
+    ("run:\n  spark_conf: {spark.hadoop.javax.jdo.option.ConnectionURL: 'jdbc:mysql://h/db?user=u&password=abc'}\n",
+     "run.spark_conf", "looks like a credential"),
     ("run:\n  threads: 0\n", "run.threads", "greater than or equal to 1"),
 ])
 def test_config_errors_name_file_and_key(tmp_path, yaml_text, key, words):
@@ -36,6 +39,16 @@ def test_config_errors_name_file_and_key(tmp_path, yaml_text, key, words):
     assert message.startswith(f"{path}: {key}: ")
     assert words in message
     assert "\n" not in message
+    if key == "run.spark_conf":
+        assert "abc" not in message  # a credential is refused without being echoed
+
+
+def test_spark_settings_are_text(tmp_path):
+    path = tmp_path / "p.yaml"
+    path.write_text("run:\n  spark_conf: {spark.executor.cores: 4, spark.sql.adaptive.enabled: true, "
+                    "spark.executor.memory: 8g}\n")
+    assert config.load(path).run.spark_conf == {"spark.executor.cores": "4", "spark.sql.adaptive.enabled": "true",
+                                                "spark.executor.memory": "8g"}
 
 
 def test_yaml_syntax_error_names_line(tmp_path):

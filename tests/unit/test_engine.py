@@ -5,6 +5,7 @@ import pandas as pd
 import pytest
 
 from crmbook import engine
+from crmbook.errors import InputError
 
 
 @pytest.fixture
@@ -166,3 +167,13 @@ def test_customer_summary_completes_out_of_core(tmp_path):
     small = engine.customer_summary(tight, path, as_of).sort_values("customer_id", ignore_index=True)
     pd.testing.assert_frame_equal(small, roomy)
     assert len(small) == frame["customer_id"].nunique()
+
+
+def test_an_amount_beyond_exact_range_is_an_input_error(tmp_path):
+    """An amount whose micro-units do not fit 64 bits (a mistyped 1e300) is one line naming the file
+    and column, not an engine traceback."""
+    path = tmp_path / "huge.parquet"
+    pd.DataFrame({"order_id": ["1"], "customer_id": ["a"], "order_ts": pd.to_datetime(["2024-01-01"]),
+                  "amount": [1e300]}).to_parquet(path)
+    with pytest.raises(InputError, match=r"huge\.parquet, column 'amount': .*too large to sum exactly"):
+        engine.customer_summary(engine.connect(), path, dt.date(2024, 2, 1))

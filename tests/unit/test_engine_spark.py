@@ -1,6 +1,7 @@
 """The engine's queries give identical results on DuckDB and on PySpark (local mode), on a 1M-line
 sample with multi-line orders, several orders a day, refunds and amounts in cents. Needs the
-`spark` extra and Java 17+, which `make test` and `.ci/run` install."""
+`spark` extra (in requirements.lock) and Java 17+ (skipped without it, except in CI: `.ci/run`
+installs it). The DuckDB side is checked against pandas and hand-made cases in test_engine.py."""
 from __future__ import annotations
 
 import datetime as dt
@@ -11,6 +12,7 @@ import pytest
 
 from crmbook import config, engine
 from crmbook.errors import InputError
+from tests.conftest import require_java
 
 ROWS = 1_000_000
 
@@ -33,6 +35,7 @@ def sample(rows: int, seed: int = 0) -> pd.DataFrame:
 
 @pytest.fixture(scope="module")
 def spark():
+    require_java()
     return engine.spark("local[2]")
 
 
