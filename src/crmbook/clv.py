@@ -1390,7 +1390,7 @@ def discounted_purchases(
 # =========================================================================== the 04 stage
 #
 # Everything below builds the 04 customer-lifetime-value report around the estimators above:
-# the calibration / holdout summaries (DuckDB, `crmbook.engine`), the fits and their comparison,
+# the calibration / holdout summaries (`crmbook.engine`: DuckDB, or Spark), the fits and their comparison,
 # predictions per customer, the tables of the run folder, and the report's cards, findings,
 # charts and tables. Time is in `cfg.clv.time_unit` (days or weeks) unless a name says otherwise.
 
@@ -1468,8 +1468,8 @@ class CalibrationData:
 
 
 def _tidy_summary(frame: pd.DataFrame) -> pd.DataFrame:
-    """customer_id as text; money rounded to 1e-6 (DuckDB's parallel sums may differ in the last bits
-    between runs: rounding keeps fits and files byte-identical); sorted by customer_id."""
+    """customer_id as text; money rounded to 1e-6 (the engine's sums are exact micro-units; the
+    rounding also holds for summaries made elsewhere); sorted by customer_id."""
     out = frame.copy()
     out["customer_id"] = out["customer_id"].astype("str")
     for column in ("revenue", "monetary", "aov"):

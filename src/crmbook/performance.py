@@ -89,8 +89,8 @@ def kpis_by_period(transactions: pd.DataFrame | str | Path, grain: str = "month"
     """One row per period from the first to the last order (periods without orders included):
     `period` (first day, a date) and the KPIs of `KPI_UNITS` (see the module docstring).
     `transactions`: the clean transactions, as a Parquet file or a frame (order times as wall-clock
-    times; rows without a time or a customer are left out), aggregated on DuckDB
-    (`crmbook.engine.period_activity`, on `con` when given: a DuckDB connection or a Spark backend).
+    times; rows without a time or a customer are left out), aggregated by
+    `crmbook.engine.period_activity` (on `con` when given: a DuckDB connection or a Spark backend).
     `spend` (channel_spend: period, spend) adds marketing_spend and cac for month and quarter
     grains. With `drop_incomplete`, a last period ending after `as_of` (the last day the data
     covers; default the last order's day) is left out."""

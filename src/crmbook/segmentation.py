@@ -1,8 +1,8 @@
 """03 segmentation: RFM scores and named segments, behavioural clusters, lifecycle stages,
 value tiers, attribute segments, recommended actions and audience exports.
 
-Customer features come from the clean transactions on DuckDB (`engine.customer_summary`, one
-row per customer); everything after that works on the customer-level table in pandas and
+Customer features come from the clean transactions through `engine.customer_summary` (DuckDB,
+or Spark with `run.engine: pyspark`; one row per customer); everything after that works on the customer-level table in pandas and
 scikit-learn. Every output is sorted by customer_id and every random step is seeded, so the
 same inputs give byte-identical tables.
 
@@ -64,7 +64,7 @@ AUDIENCE_COLUMNS = ("customer_id", "segment", "r_score", "f_score", "m_score", "
 
 
 # ---------------------------------------------------------------------------------------------
-# Customer features (DuckDB)
+# Customer features (crmbook.engine; the analysis date and the category mix on local DuckDB)
 
 
 def analysis_date(cfg: Config, con, transactions: str | Path) -> dt.date:
@@ -77,8 +77,8 @@ def analysis_date(cfg: Config, con, transactions: str | Path) -> dt.date:
 
 def customer_features(con, transactions: str | Path, as_of: dt.date) -> pd.DataFrame:
     """One row per customer (sorted by customer_id) from `engine.customer_summary` in days, plus
-    tenure_days (= T). Revenue is rounded to cents (and AOV derived from it) so that DuckDB's
-    parallel sums, whose last bits depend on row order and threads, give identical scores and files."""
+    tenure_days (= T). Revenue is rounded to cents, and AOV derived from it, so that scores use the
+    amounts the report shows (468.47 / 2 sits on a half cent)."""
     summary = engine.customer_summary(con, transactions, as_of, "days")
     summary["customer_id"] = summary["customer_id"].astype("str")
     summary["revenue"] = summary["revenue"].astype("float64").round(2)
