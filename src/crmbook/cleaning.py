@@ -15,12 +15,16 @@ case-insensitive value) · normalise_country · normalise_contacts
 (customers: e-mails and phones, normalised at ingestion before hashing) · duplicate_key (tables
 with a key) · merge_customers (customers) · convert_currency, net_refunds, match_cancellations,
 cancelled_order and outliers_amount (transactions).
+
+A transactions, touchpoints or campaign-members table larger than `cleaning.part_rows` is cleaned
+in parts on disk with the same rules and results (`clean_run`, `clean_in_parts`).
 """
 from __future__ import annotations
 
 import datetime as dt
 import logging
 import re
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,15 +49,30 @@ class Step:
     changed: int = 0
 
 
+@dataclass(frozen=True)
+class OnDisk:
+    """A table cleaned in parts (`clean_in_parts`): its outputs are files; the report reads these."""
+
+    reasons: pd.DataFrame  # rule, reason, rows: quarantined rows per reason, in quarantine order
+    sample: pd.DataFrame  # the first `SAMPLE_ROWS` quarantined rows of each rule and reason
+
+
 @dataclass
 class Cleaned:
-    """Clean tables, their quarantined rows, and the data-quality ledger."""
+    """Clean tables, their quarantined rows, and the data-quality ledger. Tables cleaned in parts
+    are not in `tables` and `quarantine` but in `on_disk`."""
 
     tables: dict[str, pd.DataFrame] = field(default_factory=dict)
     quarantine: dict[str, pd.DataFrame] = field(default_factory=dict)
     quality: pd.DataFrame = field(default_factory=pd.DataFrame)
     id_map: pd.DataFrame | None = None  # single customer view (`match_customers`); None without customers
     details: dict = field(default_factory=dict)  # outlier_limit, unrecognised_countries, rates: for the report
+    on_disk: dict[str, OnDisk] = field(default_factory=dict)
+    orders: dict | None = None  # `order_facts` of the clean transactions; None without transactions
+    contacts: pd.DataFrame | None = None  # `contact_table` of the canonical tables
+
+
+SAMPLE_ROWS = 3  # quarantined rows per rule and reason shown in the report
 
 
 def _split(frame: pd.DataFrame, remove: pd.Series, reason: str | pd.Series, changed: int = 0,
@@ -91,10 +110,13 @@ def missing_category(frame: pd.DataFrame, column: str) -> Step:
     return _split(frame, _blank(frame[column]), f"{column} is empty")
 
 
-def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: bool, kind: str) -> Step:
+def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: bool, kind: str,
+                tally: dict | None = None) -> Step:
     """Parse text dates with `formats`, tried in order. The format most rows match is the column's
     own; rows written in another format are counted as changed. Unparseable values quarantine the
-    row when the column is required, else become empty (counted as changed)."""
+    row when the column is required, else become empty (counted as changed). `tally` adds up the
+    rows per format and the emptied values, so a table cleaned in parts counts against the format
+    of the whole table (`changed_in_parts`)."""
     values = frame[column]
     if pd.api.types.is_datetime64_any_dtype(values):
         return Step(frame, frame.iloc[0:0].assign(reason=""), 0)
@@ -113,6 +135,9 @@ def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: 
     empty, bad = text.eq(""), parsed.isna() & text.ne("")
     main_format = matched[matched >= 0].mode().min() if (matched >= 0).any() else 0
     rewritten = int(((matched >= 0) & (matched != main_format)).sum())
+    if tally is not None:
+        tally["formats"] = tally.get("formats", 0) + np.bincount(matched[matched >= 0], minlength=len(formats))
+        tally["emptied"] = tally.get("emptied", 0) + (0 if required else int(bad.sum()))
     converted = frame.assign(**{column: parsed})
     if required:
         # the reason is written on the removed rows only: a text per row of a large table costs GBs
@@ -122,6 +147,14 @@ def parse_dates(frame: pd.DataFrame, column: str, formats: list[str], required: 
         reason = step.removed["reason"].where(~empty[remove].to_numpy(), f"{column} is empty")
         return Step(step.kept, step.removed.assign(reason=reason), rewritten)
     return Step(converted, frame.iloc[0:0].assign(reason=""), rewritten + int(bad.sum()))
+
+
+def changed_in_parts(tally: dict) -> int:
+    """`parse_dates`' count of rewritten rows for a whole table from the `tally` of its parts: rows
+    in a format other than the one most rows of the table match (ties: the earlier format), plus
+    optional values emptied."""
+    formats = np.asarray(tally.get("formats", [0]))
+    return int(formats.sum() - formats[int(np.argmax(formats))]) + int(tally.get("emptied", 0))
 
 
 def future_dates(frame: pd.DataFrame, column: str, cutoff: dt.date) -> Step:
@@ -171,14 +204,11 @@ def parse_flags(frame: pd.DataFrame, column: str, required: bool) -> Step:
     return Step(step.kept.assign(**{column: values.mask(other)}), step.removed, step.changed + int(other.sum()))
 
 
-def canonical_spelling(values: pd.Series, case: str = "most_common") -> pd.Series:
-    """Trim, collapse inner spaces, and give case-insensitive variants one spelling: the most
-    frequent one (ties: the alphabetically first), so 'Email ' and 'EMAIL' join 'email'; or,
-    with `case` 'lower', 'upper' or 'title', that case. Works on the distinct values only,
-    then maps them back onto the rows."""
-    counts = values.value_counts(dropna=True)
-    if counts.empty:
-        return values.astype("str").where(values.notna())
+def spelling_map(counts: pd.Series, case: str = "most_common") -> pd.Series:
+    """Each raw value (the index of `counts`, rows per value) to its one spelling: trimmed, inner
+    spaces collapsed, and case-insensitive variants joined under the most frequent (ties: the
+    alphabetically first), so 'Email ' and 'EMAIL' join 'email'; or, with `case` 'lower', 'upper'
+    or 'title', that case."""
     variants = pd.DataFrame({"raw": counts.index.astype("str"), "n": counts.to_numpy()})
     variants["spelling"] = variants["raw"].str.strip().str.replace(r"\s+", " ", regex=True)
     variants["key"] = variants["spelling"].str.casefold()
@@ -188,16 +218,36 @@ def canonical_spelling(values: pd.Series, case: str = "most_common") -> pd.Serie
         totals = variants.groupby(["key", "spelling"], as_index=False)["n"].sum()
         best = totals.sort_values(["key", "n", "spelling"], ascending=[True, False, True]).drop_duplicates("key")
         variants["canonical"] = variants["key"].map(best.set_index("key")["spelling"])
-    return values.astype("str").map(variants.set_index("raw")["canonical"]).where(values.notna())
+    return variants.set_index("raw")["canonical"]
 
 
-def normalise_categories(frame: pd.DataFrame, columns: list[str], case: str = "most_common") -> Step:
-    """Category columns to one spelling per value (see `canonical_spelling`); rows changed are counted."""
+def canonical_spelling(values: pd.Series, case: str = "most_common", spellings: pd.Series | None = None) -> pd.Series:
+    """`values` in their one spelling (see `spelling_map`; from these values' own counts unless
+    `spellings` is given). Works on the distinct values only, then maps them back onto the rows."""
+    if spellings is None:
+        counts = values.value_counts(dropna=True)
+        spellings = spelling_map(counts, case) if len(counts) else None
+    if spellings is None or spellings.empty:
+        return values.astype("str").where(values.notna())
+    return values.astype("str").map(spellings).where(values.notna())
+
+
+def category_text(frame: pd.DataFrame, column: str) -> pd.Series:
+    """A category column as text, empty values kept empty (what `normalise_categories` counts)."""
+    return frame[column].astype("str").where(frame[column].notna())
+
+
+def normalise_categories(frame: pd.DataFrame, columns: list[str], case: str = "most_common",
+                         spellings: dict[str, pd.Series] | None = None) -> Step:
+    """Category columns to one spelling per value (see `canonical_spelling`); rows changed are
+    counted. `spellings` (column -> `spelling_map`) gives a table cleaned in parts the spellings
+    of the whole table."""
     out = frame.copy()
     changed = pd.Series(False, index=frame.index)
     for column in columns:
-        before = frame[column].astype("str").where(frame[column].notna())
-        out[column] = canonical_spelling(before, case).replace("", pd.NA).astype("str")
+        before = category_text(frame, column)
+        given = spellings.get(column) if spellings is not None else None
+        out[column] = canonical_spelling(before, case, given).replace("", pd.NA).astype("str")
         changed |= before.fillna("") != out[column].fillna("")
     return Step(out, frame.iloc[0:0].assign(reason=""), int(changed.sum()))
 
@@ -733,14 +783,23 @@ def _converts_currency(rules: CleaningSection, target: str) -> bool:
     return rules.currency.rates is not None or (rules.currency.source or target).upper() != target.upper()
 
 
+def category_columns(table: str, cfg: Config) -> list[str]:
+    """The columns `normalise_categories` respells (country has its own rule unless kept as written)."""
+    own_country_rule = cfg.cleaning.country_format != "keep"
+    return [c.name for c in schema.columns(table) if c.kind == "category" and not (own_country_rule and c.name == "country")]
+
+
 def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
-              details: dict | None = None) -> list[tuple]:
+              details: dict | None = None, shared: dict | None = None) -> list[tuple]:
     """The ordered rules for one table: (rule name, function of the table -> Step[, columns]). A rule
     with columns runs only when the table has at least one of them. `id_map` (from
     `match_customers`) adds the single-customer-view rules; `details` collects what the report
-    shows besides counts (the outlier limit, unrecognised countries, the rate table)."""
+    shows besides counts (the outlier limit, unrecognised countries, the rate table). `shared` holds
+    what the rules of a table cleaned in parts learn from the whole table (`clean_in_parts`): the
+    date formats' tallies, and, when set, the category spellings and the outlier limit."""
     rules = cfg.cleaning
     details = {} if details is None else details
+    shared = {} if shared is None else shared
     cutoff = rules.future_cutoff or cfg.run.analysis_date or dt.date.today()
     target_zone = cfg.run.timezone
     cols = schema.columns(table)
@@ -757,8 +816,9 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
         plan.append(("rekey_customer_id", lambda f: rekey_customer_id(f, id_map), ("customer_id",)))
     for col in cols:
         if col.kind in ("timestamp", "date", "month"):
-            plan.append((f"parse_{col.name}", lambda f, c=col: parse_dates(f, c.name, rules.date_formats, c.required, c.kind),
-                         (col.name,)))
+            plan.append((f"parse_{col.name}", lambda f, c=col: parse_dates(
+                f, c.name, rules.date_formats, c.required, c.kind, shared.setdefault("dates", {}).setdefault(c.name, {})),
+                (col.name,)))
             if col.kind == "timestamp" and _zone_differs(rules, target_zone):
                 plan.append((f"timezone_{col.name}", lambda f, c=col.name: convert_timezone(f, c, rules.source_timezone, target_zone),
                              (col.name,)))
@@ -772,13 +832,14 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
                 plan.append((f"range_{col.name}", lambda f, c=col.name: out_of_range(f, c, rules.max_abs_amount), (col.name,)))
         if col.kind == "flag":
             plan.append((f"parse_{col.name}", lambda f, c=col: parse_flags(f, c.name, c.required), (col.name,)))
-    own_country_rule = rules.country_format != "keep"
-    categories = [c.name for c in cols if c.kind == "category" and not (own_country_rule and c.name == "country")]
-    plan.append(("normalise_categories", lambda f: normalise_categories(f, [c for c in categories if c in f], rules.category_case)))
-    if own_country_rule:
+    categories = category_columns(table, cfg)
+    plan.append(("normalise_categories", lambda f: normalise_categories(f, [c for c in categories if c in f], rules.category_case,
+                                                                        shared.get("spellings"))))
+    if rules.country_format != "keep":
         def _country(frame: pd.DataFrame) -> Step:
-            details.setdefault("unrecognised_countries", {})[table] = country_codes(frame["country"], rules.country_format,
-                                                                                   rules.country_aliases)[1]
+            unknown = details.setdefault("unrecognised_countries", {}).setdefault(table, [])
+            unknown[:] = sorted(set(unknown) | set(country_codes(frame["country"], rules.country_format,
+                                                                 rules.country_aliases)[1]))
             return normalise_country(frame, "country", rules.country_format, rules.country_aliases)
 
         plan.append(("normalise_country", _country, ("country",)))
@@ -809,7 +870,8 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
             return step
 
         def _outliers(frame: pd.DataFrame) -> Step:
-            details["outlier_limit"] = limit = outlier_limit(frame["amount"], rules.outliers.threshold)
+            limit = shared["outlier_limit"] if "outlier_limit" in shared else outlier_limit(frame["amount"], rules.outliers.threshold)
+            details["outlier_limit"] = limit
             return flag_outliers(frame, rules.outliers.action, limit)
 
         # with a rate table or a source currency: always; else only when rows carry a currency
@@ -823,21 +885,30 @@ def rules_for(table: str, cfg: Config, id_map: pd.DataFrame | None = None,
     return plan
 
 
-def clean_table(table: str, frame: pd.DataFrame, cfg: Config, id_map: pd.DataFrame | None = None,
-                details: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
-    """Apply the table's rules in order. Returns (clean, quarantine, ledger rows)."""
+def _apply(plan: list[tuple], frame: pd.DataFrame, table: str, first: int = 0) -> tuple[pd.DataFrame, list[dict], list[pd.DataFrame]]:
+    """Run `plan`'s rules on `frame` in order: the rows kept, a ledger row per rule that ran, and the
+    removed rows as text with their `rule` (and `_rule`, the rule's place in the table's plan,
+    counted from `first`)."""
     ledger, removed = [], []
     current = frame
-    for rule, apply, *needs in rules_for(table, cfg, id_map, details):
+    for place, (rule, apply, *needs) in enumerate(plan, start=first):
         if needs and not any(c in current for c in needs[0]):
             continue  # optional column absent from this table
         step = apply(current)
         ledger.append({"stage": STAGE, "table": table, "rule": rule, "rows_in": len(current),
                        "rows_out": len(step.kept), "rows_quarantined": len(step.removed), "rows_changed": step.changed})
         if len(step.removed):
-            removed.append(step.removed.astype("str").assign(rule=rule))
+            removed.append(step.removed.astype("str").assign(rule=rule, _rule=place))
         current = step.kept
-    quarantine = pd.concat(removed, ignore_index=True) if removed else pd.DataFrame(columns=["rule", "reason"])
+    return current, ledger, removed
+
+
+def clean_table(table: str, frame: pd.DataFrame, cfg: Config, id_map: pd.DataFrame | None = None,
+                details: dict | None = None) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """Apply the table's rules in order. Returns (clean, quarantine, ledger rows)."""
+    current, ledger, removed = _apply(rules_for(table, cfg, id_map, details), frame, table)
+    quarantine = (pd.concat(removed, ignore_index=True).drop(columns="_rule") if removed
+                  else pd.DataFrame(columns=["rule", "reason"]))
     clean = current.reset_index(drop=True)
     schema.clean_schema(table).validate(clean)
     return clean, quarantine, pd.DataFrame(ledger)
@@ -846,7 +917,7 @@ def clean_table(table: str, frame: pd.DataFrame, cfg: Config, id_map: pd.DataFra
 def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> Cleaned:
     """Clean every canonical table (see `clean_table`). Customers go first: their clean rows give the
     single customer view (`match_customers`), whose merged ids the other tables are re-keyed to."""
-    out = Cleaned()
+    out = Cleaned(contacts=contact_table(tables))
     ledgers = {}
     for table in sorted(tables, key=lambda name: name != "customers"):
         out.tables[table], out.quarantine[table], ledgers[table] = clean_table(
@@ -854,13 +925,215 @@ def clean(tables: dict[str, pd.DataFrame], cfg: Config) -> Cleaned:
         _log.info("cleaned %s: %s rows kept, %s quarantined", table, f"{len(out.tables[table]):,}",
                   f"{len(out.quarantine[table]):,}")
     out.id_map = out.details.pop("id_map", None)
-    out.quality = pd.concat([ledgers[t] for t in tables], ignore_index=True)
+    out.quality = pd.concat([ledgers[t] for t in tables], ignore_index=True) if tables else pd.DataFrame()
+    if "transactions" in out.tables:
+        out.orders = order_facts(out.tables["transactions"])
+    return out
+
+
+# --- Large tables: cleaned in parts, on disk ---------------------------------------------------------
+
+#: Tables that may be cleaned in parts: every rule that compares rows of these tables compares rows
+#: of one customer (duplicates, a member's key) or of one order (refunds netted, cancelled orders).
+IN_PARTS = ("transactions", "touchpoints", "campaign_members")
+
+#: Rules that need the whole table: before each, the parts so far are read once to learn it.
+WHOLE_TABLE_RULES = ("normalise_categories", "outliers_amount")
+
+
+def _learn(rule: str, frames, table: str, cfg: Config, shared: dict) -> None:
+    """What `rule` needs from the whole table, learnt from its parts (`frames`, an iterable): the
+    category spellings from every part's value counts, or the outlier limit from every positive
+    amount. Both give what `rules_for` would compute on the table in one piece."""
+    if rule == "normalise_categories":
+        counts: dict[str, list[pd.Series]] = {}
+        for frame in frames:
+            for column in (c for c in category_columns(table, cfg) if c in frame):
+                counts.setdefault(column, []).append(category_text(frame, column).value_counts(dropna=True))
+        totals = {column: pd.concat(parts).groupby(level=0, sort=False).sum() for column, parts in counts.items()}
+        shared["spellings"] = {column: spelling_map(n, cfg.cleaning.category_case) if len(n) else None
+                               for column, n in totals.items()}
+    elif rule == "outliers_amount":
+        amounts = pd.concat([frame["amount"][frame["amount"] > 0] for frame in frames] or [pd.Series([], dtype="float64")])
+        shared["outlier_limit"] = outlier_limit(amounts, cfg.cleaning.outliers.threshold)
+
+
+def _partition(con, table: str, path: Path, id_map: pd.DataFrame | None, parts: int, out: Path) -> None:
+    """Write `path` (a canonical table) as `parts` Parquet folders `out/_part=<n>`, every row with
+    `_pos`, its place in the table. Rows of one customer (after the single customer view's re-keying
+    and trimming, as the rules see it) share a part; transactions go by their order's customer (the
+    least of an order's customer ids), so an order's lines stay together too."""
+    ids = id_map[["source_customer_id", "customer_id"]] if id_map is not None else pd.DataFrame(
+        {"source_customer_id": pd.Series([], dtype="str"), "customer_id": pd.Series([], dtype="str")})
+    con.register("id_map", ids)
+    trim = "nullif(trim(CAST({} AS VARCHAR), ' ' || chr(9) || chr(10) || chr(11) || chr(12) || chr(13)), '')"
+    order = trim.format("t.order_id") if table == "transactions" else "NULL"
+    con.execute(f"""
+        COPY (
+          WITH rows AS (
+            SELECT t.*, coalesce(m.customer_id, {trim.format('t.customer_id')}) AS _key, {order} AS _order
+            FROM read_parquet('{_sql_path(path)}', file_row_number = true) t
+            LEFT JOIN (SELECT source_customer_id, min(customer_id) AS customer_id FROM id_map GROUP BY 1) m
+              ON m.source_customer_id = {trim.format('t.customer_id')}),
+          owners AS (SELECT _order, min(_key) AS _owner FROM rows WHERE _order IS NOT NULL GROUP BY _order)
+          SELECT rows.* EXCLUDE (_key, _order, file_row_number), rows.file_row_number AS _pos,
+                 hash(coalesce(owners._owner, rows._key, '')) % {parts} AS _part
+          FROM rows LEFT JOIN owners ON owners._order = rows._order)
+        TO '{_sql_path(out)}' (FORMAT parquet, PARTITION_BY (_part))""")
+    con.unregister("id_map")
+
+
+def _sql_path(path: Path) -> str:
+    return Path(path).as_posix().replace("'", "''")
+
+
+def _read_part(files: list[Path]) -> pd.DataFrame:
+    """One part as the rules see it: its rows in table order, indexed by their place in the table."""
+    frame = pd.concat([pd.read_parquet(f) for f in files], ignore_index=True) if len(files) != 1 else pd.read_parquet(files[0])
+    if "_pos" in frame:
+        frame = frame.sort_values("_pos", kind="stable").set_index("_pos")
+    return frame
+
+
+def _write_part(frame: pd.DataFrame, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frame.rename_axis("_pos").to_parquet(path, index=True, compression="lz4")
+
+
+def clean_in_parts(table: str, path: Path, cfg: Config, run_dir: str | Path, id_map: pd.DataFrame | None = None,
+                   details: dict | None = None) -> tuple[pd.DataFrame, OnDisk]:
+    """Clean a canonical table too large for memory in parts of about `cleaning.part_rows` rows,
+    writing `tables/clean_<table>.parquet` and `tables/quarantine/<table>.parquet` directly.
+
+    The rules and the results are those of `clean_table` on the whole table: `_partition` keeps the
+    rows each rule compares in one part; the two rules that need the whole table (category spellings,
+    the outlier limit) learn it from every part first (`_learn`); the date rules count rewritten
+    rows against the whole table's format (`changed_in_parts`); the outputs are in table order. The
+    one difference: an order whose lines name two customers is kept in its first customer's part,
+    so the other customer's cancellations are not matched to that order's lines (that customer's
+    cancellations go to the quarantine as unmatched instead). Written by hand: DuckDB runs the
+    partitioning and the final sort out of core, pandas the rules, one part at a time.
+    Returns the table's ledger and what the report needs from its quarantine."""
+    import pyarrow.parquet as pq
+
+    from crmbook import engine, store
+
+    shared: dict = {}
+    plan = rules_for(table, cfg, id_map, details, shared)
+    n_rows = pq.ParquetFile(path).metadata.num_rows
+    parts = max(1, -(-n_rows // cfg.cleaning.part_rows))
+    tables = store.tables_dir(run_dir)
+    with tempfile.TemporaryDirectory(prefix=f".{table}-parts-", dir=tables) as tmp:
+        work = Path(tmp)
+        con = engine.from_params(cfg, spill=work / "spill")
+        _log.info("cleaning %s in %d parts of about %s rows (%s rows)", table, parts, f"{cfg.cleaning.part_rows:,}", f"{n_rows:,}")
+        _partition(con, table, path, id_map, parts, work / "in")
+        inputs = {n: sorted((work / "in" / f"_part={n}").glob("*.parquet")) for n in range(parts)}
+        inputs = {n: files for n, files in inputs.items() if files}
+        # phases: runs of rules that start at a rule needing the whole table
+        cuts = sorted({0, len(plan)} | {i for i, entry in enumerate(plan) if entry[0] in WHOLE_TABLE_RULES})
+        ledger: dict[str, dict] = {}
+        columns: dict[int, list[str]] = {}  # quarantine columns of each rule, as it removed them
+        for phase, (start, cut) in enumerate(zip(cuts, cuts[1:])):
+            if plan[start][0] in WHOLE_TABLE_RULES:
+                _learn(plan[start][0], (_read_part(files) for files in inputs.values()), table, cfg, shared)
+            outputs = {}
+            for done, (n, files) in enumerate(inputs.items(), start=1):
+                kept, rows, removed = _apply(plan[start:cut], _read_part(files), table, first=start)
+                for row in rows:
+                    entry = ledger.setdefault(row["rule"], dict(row, rows_in=0, rows_out=0, rows_quarantined=0, rows_changed=0))
+                    for key in ("rows_in", "rows_out", "rows_quarantined", "rows_changed"):
+                        entry[key] += row[key]
+                for frame in removed:
+                    columns.setdefault(int(frame["_rule"].iloc[0]), [c for c in frame.columns if c != "_rule"])
+                    _write_part(frame, work / "quarantine" / f"{phase}-{n}-{frame['_rule'].iloc[0]}.parquet")
+                outputs[n] = [work / f"phase{phase}" / f"{n}.parquet"]
+                if cut == len(plan):
+                    schema.clean_schema(table).validate(kept.reset_index(drop=True))
+                _write_part(kept, outputs[n][0])
+                for f in files:
+                    f.unlink()
+                _log.info("cleaning %s: rules %d-%d of %d, part %d of %d", table, start + 1, cut, len(plan), done, len(inputs))
+            inputs = outputs
+        for rule, tally in shared.get("dates", {}).items():
+            if f"parse_{rule}" in ledger:
+                ledger[f"parse_{rule}"]["rows_changed"] = changed_in_parts(tally)
+        # ORDER BY holds in what DuckDB 2.0 streams out only with insertion order preserved (else: sorted runs)
+        con.execute("SET preserve_insertion_order = true")
+        _write_in_order(con, [f for files in inputs.values() for f in files], tables / f"clean_{table}.parquet")
+        on_disk = _save_quarantine(con, table, work / "quarantine", columns, run_dir)
+        con.close()
+    return pd.DataFrame(list(ledger.values())), on_disk
+
+
+def _write_in_order(con, files: list[Path], out: Path) -> None:
+    """The parts' rows in table order (DuckDB sorts out of core) as one Parquet file with the pandas
+    types of the parts (`store.write_table` gives the same types to a table cleaned in one piece)."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    first = pq.read_schema(files[0])
+    empty = pd.read_parquet(files[0]).iloc[0:0].reset_index(drop=True)
+    schema = first.remove(first.get_field_index("_pos")).with_metadata(
+        pa.Schema.from_pandas(empty, preserve_index=False).metadata)
+    names = ", ".join('"' + c.replace('"', '""') + '"' for c in schema.names)
+    reader = con.sql(f"SELECT {names} FROM read_parquet({[f.as_posix() for f in files]!r}) ORDER BY _pos").to_arrow_reader(500_000)
+    with pq.ParquetWriter(out, schema, compression="zstd") as writer:
+        for batch in reader:
+            writer.write_table(pa.Table.from_batches([batch]).cast(schema))
+
+
+def _save_quarantine(con, table: str, folder: Path, columns: dict[int, list[str]], run_dir: str | Path) -> OnDisk:
+    """Write the parts' quarantined rows as `tables/quarantine/<table>.parquet`, in the order and
+    with the columns `clean_table` gives (by rule, then table order); return its reason counts and
+    sample for the report."""
+    from crmbook import store
+
+    if not columns:
+        empty = pd.DataFrame(columns=["rule", "reason"])
+        store.write_table(run_dir, f"quarantine/{table}", empty)
+        return OnDisk(reasons=pd.DataFrame(columns=["rule", "reason", "rows"]), sample=empty)
+    ordered = list(dict.fromkeys(c for rule in sorted(columns) for c in columns[rule]))
+    cols = ", ".join('"' + c.replace('"', '""') + '"' for c in ordered)
+    source = f"read_parquet('{_sql_path(folder)}/*.parquet', union_by_name = true)"
+    out = store.tables_dir(run_dir) / "quarantine" / f"{table}.parquet"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    con.execute(f"COPY (SELECT {cols} FROM {source} ORDER BY _rule, _pos) TO '{_sql_path(out)}' (FORMAT parquet, COMPRESSION zstd)")
+    reasons = con.execute(f"SELECT rule, reason, count(*) AS rows FROM {source} GROUP BY rule, reason "
+                          "ORDER BY min(_rule), min(_pos)").df()
+    sample = con.execute(f"SELECT {cols} FROM {source} QUALIFY row_number() OVER (PARTITION BY rule, reason "
+                         f"ORDER BY _rule, _pos) <= {SAMPLE_ROWS} ORDER BY _rule, _pos").df()
+    return OnDisk(reasons=reasons, sample=sample)
+
+
+def clean_run(cfg: Config, run_dir: str | Path) -> Cleaned:
+    """02 on a run folder: every canonical table of the params cleaned (`clean`); transactions,
+    touchpoints and campaign members with more than `cleaning.part_rows` rows are cleaned in parts
+    on disk (`clean_in_parts`) and written as they are, the other tables are written by `save`."""
+    import pyarrow.parquet as pq
+
+    from crmbook import ingestion, store
+
+    names = [table for table, _ in cfg.data.sources.items()]
+    paths = ingestion.canonical_paths(cfg, run_dir)
+    large = [n for n in names if n in IN_PARTS and pq.ParquetFile(paths[n]).metadata.num_rows > cfg.cleaning.part_rows]
+    out = clean({n: store.read_table(run_dir, f"canonical_{n}") for n in names if n not in large}, cfg)
+    ledgers = {t: part for t, part in out.quality.groupby("table", sort=False)} if len(out.quality) else {}
+    for table in large:
+        ledgers[table], out.on_disk[table] = clean_in_parts(table, paths[table], cfg, run_dir, out.id_map, out.details)
+        kept = int(ledgers[table]["rows_out"].iloc[-1])
+        _log.info("cleaned %s: %s rows kept, %s quarantined", table, f"{kept:,}",
+                  f"{int(ledgers[table]['rows_quarantined'].sum()):,}")
+        if table == "transactions":
+            out.orders = order_facts(store.tables_dir(run_dir) / "clean_transactions.parquet")
+    out.quality = pd.concat([ledgers[t] for t in names if t in ledgers], ignore_index=True)
     return out
 
 
 def save(run_dir, cleaned: Cleaned) -> None:
     """Write tables/clean_<table>.parquet, tables/quarantine/<table>.parquet, tables/data_quality.csv,
-    and with customers, tables/customer_id_map.csv (the single customer view)."""
+    and with customers, tables/customer_id_map.csv (the single customer view). Tables cleaned in
+    parts (`clean_in_parts`) are written already."""
     from crmbook import store
 
     for name, frame in cleaned.tables.items():
@@ -876,25 +1149,38 @@ def load_clean(cfg: Config, run_dir, only: tuple[str, ...] | None = None) -> dic
     stage that reads the transactions on DuckDB leaves them out, so they are never all in
     memory); built afresh (01 and 02) when 02 has not run in `run_dir`, so a later stage's
     notebook can be opened and run on its own."""
-    from crmbook import ingestion, store
+    from crmbook import store
 
     names = [table for table, _ in cfg.data.sources.items()]
     if not all(store.has_table(run_dir, f"clean_{n}") for n in names):
-        save(run_dir, clean(ingestion.load_canonical(cfg, run_dir), cfg))
+        save(run_dir, clean_run(cfg, run_dir))
     return {n: store.read_table(run_dir, f"clean_{n}") for n in names if only is None or n in only}
+
+
+def order_facts(transactions: pd.DataFrame | str | Path) -> dict:
+    """Rows, customers, orders, revenue, first and last order time, and revenue and orders per
+    calendar month of the clean transactions (a frame, or a Parquet file read out of core)."""
+    import duckdb
+
+    con = duckdb.connect()
+    if isinstance(transactions, pd.DataFrame):
+        con.register("t", transactions)
+    else:
+        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{_sql_path(Path(transactions))}')")
+    rows, customers, orders, revenue, first, last = con.execute(
+        "SELECT count(*), count(DISTINCT customer_id), count(DISTINCT order_id), coalesce(sum(amount), 0), "
+        "min(order_ts), max(order_ts) FROM t").fetchone()
+    monthly = con.execute("SELECT date_trunc('month', order_ts) AS month, sum(amount) AS revenue, "
+                          "count(DISTINCT order_id) AS orders FROM t WHERE order_ts IS NOT NULL GROUP BY 1 ORDER BY 1").df()
+    con.close()
+    return {"rows": int(rows), "customers": int(customers), "orders": int(orders), "revenue": float(revenue),
+            "first": first, "last": last, "monthly": monthly.astype({"month": "datetime64[us]"})}
 
 
 def removed_by_reason(cleaned: Cleaned) -> pd.Series:
     """Rows quarantined per table and rule, largest first (label 'table: rule')."""
     q = cleaned.quality[cleaned.quality["rows_quarantined"] > 0]
     return q.set_index(q["table"] + ": " + q["rule"])["rows_quarantined"].sort_values(ascending=False)
-
-
-def monthly_revenue(transactions: pd.DataFrame) -> pd.DataFrame:
-    """Net revenue and orders per calendar month of the clean transactions."""
-    month = transactions["order_ts"].dt.to_period("M").dt.to_timestamp()
-    return (transactions.assign(month=month).groupby("month", as_index=False)
-            .agg(revenue=("amount", "sum"), orders=("order_id", "nunique")))
 
 
 #: Rules whose removals, and whose rewrites, are defects of the data: they lower the quality score.
@@ -939,8 +1225,10 @@ def score_table(cleaned: Cleaned) -> pd.DataFrame:
 def reason_counts(cleaned: Cleaned) -> pd.DataFrame:
     """Quarantined rows per table, rule and reason, in ledger order (matched and unmatched
     cancellations, merged customers ... each on its own line)."""
-    parts = [q.groupby(["rule", "reason"], sort=False).size().rename("rows").reset_index().assign(table=table)
-             for table, q in cleaned.quarantine.items() if len(q)]
+    counts = {table: q.groupby(["rule", "reason"], sort=False).size().rename("rows").reset_index()
+              for table, q in cleaned.quarantine.items() if len(q)}
+    counts |= {table: part.reasons for table, part in cleaned.on_disk.items() if len(part.reasons)}
+    parts = [counts[table].assign(table=table) for table in _cleaning_order(cleaned) if table in counts]
     if not parts:
         return pd.DataFrame(columns=["table", "rule", "reason", "rows"])
     return pd.concat(parts, ignore_index=True)[["table", "rule", "reason", "rows"]]
@@ -987,25 +1275,25 @@ def summarise(cleaned: Cleaned, cfg: Config):
     lang, q = cfg.report.language, cleaned.quality
     scores = quality_scores(q)
     cards = [report.Card(report.t("rows_read", lang), report.number(q.groupby("table")["rows_in"].first().sum())),
-             report.Card(report.t("rows_kept", lang), report.number(sum(len(f) for f in cleaned.tables.values()))),
+             report.Card(report.t("rows_kept", lang), report.number(q.groupby("table")["rows_out"].last().sum())),
              report.Card(report.t("rows_quarantined", lang), report.number(q["rows_quarantined"].sum())),
              report.Card(report.t("cl_quality_score", lang), f"{overall_score(scores):.1%}", report.t("cl_quality_score_note", lang))]
     findings: list[str] = []
-    orders = cleaned.tables.get("transactions")
+    orders = cleaned.orders
     if orders is not None:
         tq = q[q["table"] == "transactions"]
-        rows_in, kept = int(tq["rows_in"].iloc[0]), len(orders)
+        rows_in, kept = int(tq["rows_in"].iloc[0]), orders["rows"]
         findings.append(report.say("f_kept", lang, kept=report.number(kept), rows=report.number(rows_in),
                                    share=f"{kept / max(rows_in, 1):.1%}", removed=report.number(rows_in - kept)))
-        if len(orders):
-            revenue = report.money(orders["amount"].sum(), cfg.run.currency)
-            first, last = f"{orders['order_ts'].min():%Y-%m-%d}", f"{orders['order_ts'].max():%Y-%m-%d}"
-            cards += [report.Card(report.t("customers", lang), report.number(orders["customer_id"].nunique())),
-                      report.Card(report.t("orders", lang), report.number(orders["order_id"].nunique())),
+        if kept:
+            revenue = report.money(orders["revenue"], cfg.run.currency)
+            first, last = f"{orders['first']:%Y-%m-%d}", f"{orders['last']:%Y-%m-%d}"
+            cards += [report.Card(report.t("customers", lang), report.number(orders["customers"])),
+                      report.Card(report.t("orders", lang), report.number(orders["orders"])),
                       report.Card(report.t("revenue", lang), revenue),
                       report.Card(report.t("date_range", lang), f"{first} – {last}")]
-            findings.append(report.say("f_clean_span", lang, customers=report.number(orders["customer_id"].nunique()),
-                                       orders=report.number(orders["order_id"].nunique()), revenue=revenue, first=first, last=last))
+            findings.append(report.say("f_clean_span", lang, customers=report.number(orders["customers"]),
+                                       orders=report.number(orders["orders"]), revenue=revenue, first=first, last=last))
         netted = tq.loc[tq["rule"] == "net_refunds", "rows_quarantined"].sum()
         cancelled = tq.loc[tq["rule"] == "cancelled_order", "rows_quarantined"].sum()
         if netted:
@@ -1030,14 +1318,14 @@ def summarise(cleaned: Cleaned, cfg: Config):
 def cancellation_counts(cleaned: Cleaned) -> dict[str, int]:
     """Refunds and cancellations with no sale in their own order: matched to the customer's earlier
     sales of the product, partly matched, unmatched; and the sale lines they fully cancelled."""
-    q = cleaned.quarantine.get("transactions")
-    if q is None or q.empty:
-        return {"matched": 0, "partly": 0, "unmatched": 0, "lines": 0}
-    reason = q.loc[q["rule"] == "match_cancellations", "reason"]
-    return {"matched": int(reason.str.contains(" matched to the customer").sum() - reason.str.contains("partly matched").sum()),
-            "partly": int(reason.str.contains("partly matched").sum()),
-            "unmatched": int(reason.str.contains(" with no order").sum() + reason.str.startswith("refund with no order").sum()),
-            "lines": int(reason.str.startswith("order line fully cancelled").sum())}
+    counts = reason_counts(cleaned)
+    counts = counts[(counts["table"] == "transactions") & (counts["rule"] == "match_cancellations")]
+    reason, rows = counts["reason"].astype("str"), counts["rows"].astype("int64")
+    partly = int(rows[reason.str.contains("partly matched")].sum())
+    return {"matched": int(rows[reason.str.contains(" matched to the customer")].sum()) - partly,
+            "partly": partly,
+            "unmatched": int(rows[reason.str.contains(" with no order")].sum() + rows[reason.str.startswith("refund with no order")].sum()),
+            "lines": int(rows[reason.str.startswith("order line fully cancelled")].sum())}
 
 
 def outlier_note(cleaned: Cleaned, cfg: Config) -> str:
@@ -1046,7 +1334,7 @@ def outlier_note(cleaned: Cleaned, cfg: Config) -> str:
     from crmbook import report
 
     lang, ledger = cfg.report.language, cleaned.quality
-    if "transactions" not in cleaned.tables:
+    if cleaned.orders is None:
         return ""
     rows = ledger[(ledger["table"] == "transactions") & (ledger["rule"] == "outliers_amount")]
     limit = cleaned.details.get("outlier_limit")
@@ -1072,12 +1360,24 @@ def identity_note(cleaned: Cleaned, cfg: Config) -> str:
                       max=cfg.cleaning.identity.max_group_size, **counts)
 
 
-def quarantine_sample(quarantine: pd.DataFrame, per_rule: int = 3) -> pd.DataFrame:
+def quarantine_sample(quarantine: pd.DataFrame, per_rule: int = SAMPLE_ROWS) -> pd.DataFrame:
     """A few quarantined rows per rule and reason, reason and lineage first, personal data masked
     (`mask_pii`), for the report."""
     first = ["rule", "reason", "source", "source_row"]
     sample = mask_pii(quarantine.groupby(["rule", "reason"], sort=False).head(per_rule))
     return sample[first + [c for c in sample.columns if c not in first]]
+
+
+def quarantine_samples(cleaned: Cleaned) -> dict[str, pd.DataFrame]:
+    """`quarantine_sample` of every table with quarantined rows, in ledger order (for the report)."""
+    frames = cleaned.quarantine | {table: part.sample for table, part in cleaned.on_disk.items()}
+    return {table: quarantine_sample(frames[table]) for table in _cleaning_order(cleaned)
+            if table in frames and len(frames[table])}
+
+
+def _cleaning_order(cleaned: Cleaned) -> list[str]:
+    """The tables in the order `clean` takes them: customers first, then as in the params."""
+    return sorted(dict.fromkeys(cleaned.quality.get("table", [])), key=lambda name: name != "customers")
 
 
 def rules_that_acted(quality: pd.DataFrame) -> pd.DataFrame:

@@ -338,6 +338,9 @@ class CleaningSection(Section):
         "quarantine", description="orders worth zero with no refund or cancellation: quarantined as not a purchase, "
                                   "or kept as a purchase occasion (CDNOW's free CDs; Fader-Hardie summaries count them)")
     exact_duplicates: Literal["quarantine", "keep"] = Field("quarantine", description="rows identical to an earlier row")
+    part_rows: int = Field(2_000_000, ge=1_000, description="a transactions, touchpoints or campaign_members table with "
+                                                             "more rows is cleaned in parts of about this many rows, "
+                                                             "on disk (same results; bounds 02's memory)")
     key_duplicates: Literal["quarantine", "keep"] = Field("quarantine", description="a second row with the same key (customer_id, ...)")
     category_case: Literal["most_common", "lower", "upper", "title"] = Field(
         "most_common", description="categories are trimmed; case variants take the most common spelling, or this case")

@@ -972,16 +972,21 @@ def run(cfg: Config, run_dir: str | Path) -> pd.DataFrame:
     return reads
 
 
-def load_canonical(cfg: Config, run_dir: str | Path) -> dict[str, pd.DataFrame]:
-    """The canonical tables of this run (01's outputs); ingested afresh when 01 has not run in
-    `run_dir`, so 02 can be opened and run on its own."""
+def canonical_paths(cfg: Config, run_dir: str | Path) -> dict[str, Path]:
+    """The canonical table files of this run (01's outputs), by table; ingested afresh when 01 has
+    not run in `run_dir`, so 02 can be opened and run on its own."""
     from crmbook import store
 
     names = [table for table, _ in cfg.data.sources.items()]
     if not all(store.has_table(run_dir, f"canonical_{n}") for n in names):
         ensure_demo(cfg)
         run(cfg, run_dir)
-    return {n: store.read_table(run_dir, f"canonical_{n}") for n in names}
+    return {n: store.tables_dir(run_dir) / f"canonical_{n}.parquet" for n in names}
+
+
+def load_canonical(cfg: Config, run_dir: str | Path) -> dict[str, pd.DataFrame]:
+    """The canonical tables of this run (see `canonical_paths`), in memory."""
+    return {n: pd.read_parquet(path) for n, path in canonical_paths(cfg, run_dir).items()}
 
 
 def ensure_demo(cfg: Config) -> None:
