@@ -30,6 +30,8 @@ def _parser() -> argparse.ArgumentParser:
     synth.add_argument("--customers", type=int, default=5000)
     synth.add_argument("--seed", type=int, default=42)
     synth.add_argument("--messy", action="store_true", help="add the defects real exports have")
+    synth.add_argument("--no-touchpoints", dest="touchpoints", action="store_false",
+                       help="leave out touchpoints.csv (~56 rows a customer) and the attribution truth")
 
     validate = sub.add_parser("validate", help="check a params file and its inputs, run nothing")
     validate.add_argument("--params", type=Path, default=Path("params/default.yaml"))
@@ -48,7 +50,8 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "synth":
             from crmbook import synth
 
-            out = synth.generate(args.out, customers=args.customers, seed=args.seed, messy=args.messy)
+            out = synth.generate(args.out, customers=args.customers, seed=args.seed, messy=args.messy,
+                                 touchpoints=args.touchpoints)
             print(f"demo data written to {out}")
         elif args.command == "validate":
             from crmbook import config, ingestion

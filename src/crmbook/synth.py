@@ -37,15 +37,22 @@ Model (time unit: days; the window is [start 00:00, end + 1 day 00:00)):
 * `messy=True` adds counted defects to orders.csv and touchpoints.csv and writes customers.csv
   in GBK. Every removable defect is an extra row and no row carries two defects, so cleaning can
   recover the genuine rows exactly. The counts are in truth.json under `defects`.
+* `touchpoints=False` leaves out touchpoints.csv and the attribution truth (`channel_true_share`);
+  the journeys are still drawn and counted, so every other file is byte for byte the same.
 
-Size: about 6.4 orders and 56 touchpoints per customer. The CSV text is assembled by a small
-numpy writer (`_render`) rather than pandas, so 1,000,000 customers (6.6M orders, 56M
-touchpoints, 3.6 GB) take about half a minute of CPU.
+Size: about 6.6 order lines and 56 touchpoints per customer. The CSV text is assembled by a small
+numpy writer (`_render`) rather than pandas, so 1,000,000 customers (6.6M order lines, 56M
+touchpoints, 3.6 GB) take about half a minute of CPU and 2.4 GB of memory. Without touchpoints,
+memory is about 0.5 KB per customer (columns are kept in narrow integer types and large draws
+are made in chunks): 7.6M customers give 50M order lines (4.0 GB) in about 3.8 GB and two
+minutes of CPU.
 """
 from __future__ import annotations
 
+import copy
 import json
 import math
+import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -53,6 +60,8 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["generate", "SEGMENTS", "CHANNELS", "Segment", "shapley_noisy_or", "journey_model"]
+
+Touches = tuple[np.ndarray, np.ndarray, np.ndarray]  # (customer, channel, days since start)
 
 SECONDS_PER_DAY = 86_400
 SIGNUP_FRACTION = 0.70  # sign-ups fall in the first 70% of the window
@@ -210,7 +219,7 @@ def _table(labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
     return data, mask
 
 
-def _gather(codes: np.ndarray, data: np.ndarray, mask: np.ndarray | None = None) -> Piece:
+def _gather(codes: np.ndarray | _Mapped, data: np.ndarray, mask: np.ndarray | None = None) -> Piece:
     """Row i shows table row codes[i] (tables as from `_table`; mask None = all bytes used)."""
     width = data.shape[1]
     rows = np.ascontiguousarray(data).view(f"V{width}").ravel()
@@ -226,7 +235,7 @@ def _gather(codes: np.ndarray, data: np.ndarray, mask: np.ndarray | None = None)
     return Piece(width, fill)
 
 
-def _labels(codes: np.ndarray, labels: Sequence[str]) -> Piece:
+def _labels(codes: np.ndarray | _Mapped, labels: Sequence[str]) -> Piece:
     """Categorical cell: row i shows labels[codes[i]]."""
     return _gather(codes, *_table(labels))
 
@@ -257,7 +266,7 @@ def _fill_digits(values: np.ndarray, out: np.ndarray) -> None:
     out += 48
 
 
-def _digits(values: np.ndarray, width: int, strip: bool = False) -> Piece:
+def _digits(values: np.ndarray | _Mapped, width: int, strip: bool = False) -> Piece:
     """Integers >= 0 as zero-padded digits or (strip=True) without leading zeros."""
 
     def fill(lo: int, hi: int, out: np.ndarray, keep: np.ndarray) -> None:
@@ -272,13 +281,25 @@ def _digits(values: np.ndarray, width: int, strip: bool = False) -> Piece:
     return Piece(width, fill)
 
 
+class _Mapped:
+    """A column computed a chunk at a time: m[lo:hi] is fn(source[lo:hi]). It stands in for the
+    array of `_gather`, `_labels` and `_digits`, which only ever take slices of it."""
+
+    def __init__(self, source: np.ndarray, fn: Callable[[np.ndarray], np.ndarray]) -> None:
+        self.source, self.fn = source, fn
+
+    def __getitem__(self, rows: slice) -> np.ndarray:
+        return self.fn(self.source[rows])
+
+
 def _money(cents: np.ndarray) -> list[Piece]:
     """Integer cents as '%.2f' text: '-12.30', '0.05', '1234.00'."""
-    cents = np.asarray(cents, dtype=np.int64)
-    magnitude = np.abs(cents)
-    width = max(1, len(str(int(magnitude.max(initial=0)) // 100)))
-    return [_labels((cents < 0).astype(np.int8), ("", "-")), _digits(magnitude // 100, width, True),
-            _literal("."), _digits(magnitude % 100, 2)]
+    cents = np.asarray(cents)
+    largest = max(-int(cents.min(initial=0)), int(cents.max(initial=0)))
+    width = max(1, len(str(largest // 100)))
+    return [_labels(_Mapped(cents, lambda c: (c < 0).astype(np.int8)), ("", "-")),
+            _digits(_Mapped(cents, lambda c: np.abs(c.astype(np.int64)) // 100), width, True),
+            _literal("."), _digits(_Mapped(cents, lambda c: np.abs(c.astype(np.int64)) % 100), 2)]
 
 
 def _timestamp(sec: np.ndarray, t_start: np.datetime64, n_days: int,
@@ -409,6 +430,11 @@ def _write_csv_with_tail(path: Path, header: Sequence[str], cells: Sequence[Sequ
 # Small helpers
 
 
+def _chunks(n: int, size: int) -> Iterator[tuple[int, int]]:
+    """(lo, hi) bounds of consecutive chunks of at most `size` of range(n)."""
+    return ((lo, min(n, lo + size)) for lo in range(0, n, size))
+
+
 def _count(rate: float, n: int) -> int:
     """Defect rows for a rate and a base of n rows: at least 1 when n > 0."""
     return max(1, int(round(rate * n))) if n > 0 else 0
@@ -421,6 +447,8 @@ def _period(start: str, end: str) -> tuple[np.datetime64, int]:
     horizon = int((t_end - t_start) / np.timedelta64(1, "s"))
     if horizon < 120 * SECONDS_PER_DAY:
         raise ValueError(f"end ({end}) must be at least 120 days after start ({start})")
+    if horizon >= 2**31:  # seconds are kept as int32
+        raise ValueError(f"the window from {start} to {end} is longer than 68 years")
     return t_start, horizon
 
 
@@ -433,8 +461,23 @@ def _time_order(sec: np.ndarray) -> np.ndarray:
     """Row order by time, ties by position (a unique key, so the sort is deterministic)."""
     n = sec.size
     bits = max(1, int(n).bit_length())
-    key = (sec.astype(np.int64) << bits) | np.arange(n, dtype=np.int64)
-    return np.sort(key) & ((1 << bits) - 1)
+    key = sec.astype(np.int64)
+    key <<= bits
+    for lo, hi in _chunks(n, CHUNK_ROWS):
+        key[lo:hi] |= np.arange(lo, hi, dtype=np.int64)
+    key.sort()
+    key &= (1 << bits) - 1
+    return key
+
+
+def _draw(draw: Callable[[int], np.ndarray], n: int, dtype: type) -> np.ndarray:
+    """n values of draw(size) kept as `dtype` (narrower than numpy's int64 or float64), drawn
+    CHUNK_ROWS at a time: chunked draws of one call continue the same stream, so the values are
+    those of draw(n), without its full-size temporaries."""
+    out = np.empty(n, dtype)
+    for lo, hi in _chunks(n, CHUNK_ROWS):
+        out[lo:hi] = draw(hi - lo)
+    return out
 
 
 def _day(t_start: np.datetime64, sec: int) -> str:
@@ -483,20 +526,23 @@ def simulate_purchases(rng: np.random.Generator, pop: Population,
     out with probability p.
     """
     horizon_days = horizon / SECONDS_PER_DAY
-    cust_parts = [np.arange(pop.lam.size)]
-    sec_parts = [pop.signup_sec]
+    cust_parts = [np.arange(pop.lam.size, dtype=np.int32)]
+    sec_parts = [pop.signup_sec.astype(np.int32)]
     t = pop.signup_sec / SECONDS_PER_DAY
-    alive = np.arange(pop.lam.size)
+    alive = cust_parts[0]
     while alive.size:
         t_next = t[alive] + rng.exponential(1.0, alive.size) / pop.lam[alive]
         inside = t_next < horizon_days
         alive, t_next = alive[inside], t_next[inside]
         t[alive] = t_next
         cust_parts.append(alive)
-        sec_parts.append(_to_seconds(t_next, horizon))
+        sec_parts.append(_to_seconds(t_next, horizon).astype(np.int32))
         alive = alive[rng.random(alive.size) >= pop.dropout[alive]]
+    del t, alive
     cust = np.concatenate(cust_parts)
+    del cust_parts
     sec = np.concatenate(sec_parts)
+    del sec_parts
     first = np.zeros(cust.size, dtype=bool)
     first[: pop.lam.size] = True
     order = _time_order(sec)
@@ -505,9 +551,13 @@ def simulate_purchases(rng: np.random.Generator, pop: Population,
 
 def draw_spend_cents(rng: np.random.Generator, pop: Population, cust: np.ndarray) -> np.ndarray:
     """Gamma-Gamma order values z ~ Gamma(p, scale 1/nu) for customers `cust`, in cents (>= 1)."""
-    p = np.array([s.p for s in SEGMENTS])[pop.segment[cust]]
-    z = rng.gamma(p, 1.0 / pop.nu[cust])
-    return np.maximum(1, np.rint(z * 100.0)).astype(np.int64)
+    p = np.array([s.p for s in SEGMENTS])
+    cents = np.empty(cust.size, np.int64)
+    for lo, hi in _chunks(cust.size, CHUNK_ROWS):  # chunked draws continue the same stream
+        c = cust[lo:hi]
+        z = rng.gamma(p[pop.segment[c]], 1.0 / pop.nu[c])
+        cents[lo:hi] = np.maximum(1, np.rint(z * 100.0))
+    return cents
 
 
 # ----------------------------------------------------------------------------------------------
@@ -606,26 +656,62 @@ def _pack_touch_keys(out: np.ndarray, days: np.ndarray, cust: np.ndarray, channe
     out |= channel
 
 
-def _journey_keys(rng: np.random.Generator, set_idx: np.ndarray, end_days: np.ndarray,
-                  lo_days: np.ndarray, journey_cust: np.ndarray, out: np.ndarray, horizon: int,
-                  cust_bits: int, last_channel: np.ndarray | None = None) -> None:
-    """Expand journeys (`expand_journeys`) a chunk at a time and pack their touches into `out`
-    (`_pack_touch_keys`); last_channel[j], if given, gets the channel of journey j's last touch.
-    Chunking keeps the temporary arrays small."""
-    at = 0
-    for lo in range(0, set_idx.size, JOURNEY_CHUNK):
-        hi = min(set_idx.size, lo + JOURNEY_CHUNK)
-        journey, channel, days = expand_journeys(rng, set_idx[lo:hi], end_days[lo:hi],
-                                                 lo_days[lo:hi])
-        if last_channel is not None:
+def simulate_journeys(rng: np.random.Generator, jm: JourneyModel, pop: Population,
+                      cust: np.ndarray, sec: np.ndarray, horizon: int, last_channel: np.ndarray
+                      ) -> tuple[np.ndarray, np.ndarray, Iterator[Touches]]:
+    """The journeys: one converting journey per genuine order (cust, sec), ending at the order,
+    and round(n_orders * (1 - P_bar) / P_bar) non-converting ones of random customers, ending at
+    random times after sign-up.
+
+    Returns (conv_set, nc_set, touches): the channel set indices (mask - 1, int8) of both kinds,
+    and an iterator over their touches (`expand_journeys`) as (customer, channel, days) arrays,
+    JOURNEY_CHUNK journeys at a time, converting journeys first. While it runs, last_channel[j]
+    gets the channel of the last touch of order j's journey.
+
+    The draws are those of drawing every set, then every non-converting customer and end time
+    in full, then expanding the journeys: chunked draws of one call continue the same stream, so
+    copies of `rng` taken where the customer and end-time draws start replay them chunk by chunk.
+    Memory therefore stays small, and the touches can be counted without being kept.
+    """
+    n_orders, n_cust, day = cust.size, pop.lam.size, SECONDS_PER_DAY
+    n_nc = int(round(n_orders * (1.0 - jm.p_bar) / jm.p_bar))
+    conv_set, nc_set = np.empty(n_orders, np.int8), np.empty(n_nc, np.int8)
+    for out, p in ((conv_set, jm.given_conv), (nc_set, jm.given_noconv)):
+        for lo, hi in _chunks(out.size, CHUNK_ROWS):
+            out[lo:hi] = rng.choice(jm.prior.size, hi - lo, p=p)
+    cust_rng = copy.deepcopy(rng)
+    for lo, hi in _chunks(n_nc, CHUNK_ROWS):
+        rng.integers(0, n_cust, hi - lo)
+    end_rng = copy.deepcopy(rng)
+    for lo, hi in _chunks(n_nc, CHUNK_ROWS):
+        rng.random(hi - lo)
+
+    def touches() -> Iterator[Touches]:
+        for lo, hi in _chunks(n_orders, JOURNEY_CHUNK):
+            journey, channel, days = expand_journeys(rng, conv_set[lo:hi], sec[lo:hi] / day,
+                                                     np.zeros(hi - lo))
             latest = np.full((hi - lo, len(CHANNELS)), -np.inf)
             latest[journey, channel] = days
             last_channel[lo:hi] = latest.argmax(axis=1)
-        _pack_touch_keys(out[at: at + journey.size], days, journey_cust[lo:hi][journey], channel,
-                         horizon, cust_bits)
-        at += journey.size
-    if at != out.size:
-        raise AssertionError("touch count mismatch")
+            yield cust[lo:hi][journey], channel, days
+        for lo, hi in _chunks(n_nc, JOURNEY_CHUNK):
+            nc_cust = cust_rng.integers(0, n_cust, hi - lo)
+            first = pop.signup_sec[nc_cust] / day
+            end = first + end_rng.random(hi - lo) * (horizon / day - first)
+            journey, channel, days = expand_journeys(rng, nc_set[lo:hi], end, first)
+            yield nc_cust[journey], channel, days
+
+    return conv_set, nc_set, touches()
+
+
+def _month_channel_counts(sec: np.ndarray, channel: np.ndarray,
+                          month_start: np.ndarray) -> np.ndarray:
+    """Touches per (month, channel); month m holds month_start[m] <= sec < month_start[m + 1]."""
+    cell = np.searchsorted(month_start, sec, side="right") - 1
+    cell *= len(CHANNELS)
+    cell += channel
+    n_cells = (month_start.size - 1) * len(CHANNELS)
+    return np.bincount(cell, minlength=n_cells).reshape(-1, len(CHANNELS))
 
 
 def _unpack_touch_keys(key: np.ndarray,
@@ -697,9 +783,10 @@ def inject_order_defects(rng: np.random.Generator, rows: OrderRows, signup_sec: 
     k = {name: _count(rate, n) for name, rate in DEFECT_RATES.items()}
     perm = rng.permutation(n)
     cut = np.cumsum([k["mixed_date_format"], k["category_whitespace_case"], k["exact_duplicate"]])
-    mixed_src, cat_src, dup_src = np.split(perm[: cut[-1]], cut[:-1])
+    mixed_src, cat_src, dup_src = np.split(perm[: cut[-1]].copy(), cut[:-1])
     rest = perm[cut[-1]:]
-    refund_src = rest[rows.sec[rest] < horizon - 14 * day][: k["refund_netted"]]
+    refund_src = rest[rows.sec[rest] < horizon - 14 * day][: k["refund_netted"]].copy()
+    del perm, rest
 
     texts: dict[int, str] = {}  # pre-placement row -> OrderDate text
     n_dmy = (mixed_src.size + 1) // 2
@@ -758,16 +845,32 @@ def inject_order_defects(rng: np.random.Generator, rows: OrderRows, signup_sec: 
     hms = int(rng.integers(0, day))
     texts[int(first[3])] = f"{FUTURE_DATE} {hms // 3600:02d}:{hms // 60 % 60:02d}:{hms % 60:02d}"
 
+    # The rows in the order of a stable sort of all keys (genuine row i has key i): the extras,
+    # sorted by key, are merged in after the genuine rows whose key is not larger than theirs.
+    extra_keys = np.concatenate(keys)
+    extra_order = np.argsort(extra_keys, kind="stable")
+    extra_at = np.arange(extra_keys.size) + np.clip(
+        np.floor(extra_keys[extra_order]).astype(np.int64) + 1, 0, n)  # final row of each extra
+    genuine = np.ones(n + extra_keys.size, bool)
+    genuine[extra_at] = False
     base = {f: getattr(rows, f) for f in _ORDER_FIELDS}
     base["cat"] = cat
-    columns = {f: np.concatenate([base[f]] + [part[f] for part in parts]) for f in _ORDER_FIELDS}
-    order = np.argsort(np.concatenate([np.arange(n, dtype=float)] + keys), kind="stable")
-    where = np.empty(order.size, dtype=np.int64)
-    where[order] = np.arange(order.size)
-    placed = sorted((int(where[r]), t) for r, t in texts.items())
-    final = OrderRows(**{f: v[order] for f, v in columns.items()}, cat_labels=cat_labels,
-                      date_rows=np.array([r for r, _ in placed], dtype=np.int64),
-                      date_texts=[t for _, t in placed])
+    columns = {}
+    for f in _ORDER_FIELDS:
+        columns[f] = np.empty(genuine.size, base[f].dtype)
+        columns[f][genuine] = base[f]
+        columns[f][extra_at] = np.concatenate([part[f] for part in parts])[extra_order]
+    del genuine
+    # Final rows of the OrderDate texts: genuine row r moves down by the extras placed before it.
+    where = np.empty(extra_keys.size, dtype=np.int64)  # final row of extra j (row n + j before)
+    where[extra_order] = extra_at
+    src = np.fromiter(texts, np.int64, len(texts))
+    dest = np.where(src < n, src + np.searchsorted(extra_keys[extra_order], src),
+                    where[np.maximum(src - n, 0)])
+    by_row = np.argsort(dest)
+    text_list = list(texts.values())
+    final = OrderRows(**columns, cat_labels=cat_labels, date_rows=dest[by_row],
+                      date_texts=[text_list[i] for i in by_row.tolist()])
     removed = {
         "exact_duplicate": int(dup_src.size),
         "missing_customer_id": int(miss["sec"].size),
@@ -875,8 +978,14 @@ def simulate_experiments(rng: np.random.Generator, pop: Population, cust: np.nda
 
 
 def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: bool = True,
-             start: str = "2023-01-01", end: str = "2024-12-31") -> Path:
-    """Write the demo files + truth.json into out_dir (created), return out_dir."""
+             start: str = "2023-01-01", end: str = "2024-12-31", *,
+             touchpoints: bool = True) -> Path:
+    """Write the demo files + truth.json into out_dir (created), return out_dir.
+
+    touchpoints=False leaves out touchpoints.csv (about 56 rows per customer) and the attribution
+    truth; every other file is the same as with touchpoints=True (the journeys are still drawn,
+    only counted), so large data sets for the other stages stay small in memory.
+    """
     if int(customers) < 1:
         raise ValueError(f"customers must be at least 1, got {customers}")
     n_cust = int(customers)
@@ -893,53 +1002,77 @@ def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: 
     cust, sec, is_first = simulate_purchases(rng_buy, pop, horizon)
     cents = draw_spend_cents(rng_buy, pop, cust)
     n_orders = cust.size
-    cat = rng_attr.choice(len(CATEGORIES), n_orders, p=CATEGORY_WEIGHTS).astype(np.int8)
+    if n_orders > 2**30:  # order numbers, customer indices and seconds are int32
+        raise ValueError(f"{n_cust:,} customers make too many orders ({n_orders:,})")
+    cat = _draw(lambda k: rng_attr.choice(len(CATEGORIES), k, p=CATEGORY_WEIGHTS), n_orders,
+                np.int8)
+    qty = _draw(lambda k: 1 + rng_attr.poisson(0.4, k), n_orders, np.int16)
+    sku = _draw(lambda k: rng_attr.integers(1, SKUS_PER_CATEGORY + 1, k), n_orders, np.int32)
+    sku += cat.astype(np.int32) * 10_000
     rows = OrderRows(
-        order_no=np.arange(1, n_orders + 1), cust=cust, sec=sec, cents=cents,
-        qty=1 + rng_attr.poisson(0.4, n_orders),
-        sku=cat.astype(np.int64) * 10_000 + rng_attr.integers(1, SKUS_PER_CATEGORY + 1, n_orders),
-        cat=cat, channel=rng_attr.choice(len(SALES_CHANNELS), n_orders, p=SALES_CHANNEL_WEIGHTS),
+        order_no=np.arange(1, n_orders + 1, dtype=np.int32), cust=cust, sec=sec, cents=cents,
+        qty=qty, sku=sku, cat=cat,
+        channel=_draw(lambda k: rng_attr.choice(len(SALES_CHANNELS), k, p=SALES_CHANNEL_WEIGHTS),
+                      n_orders, np.int8),
         status=np.zeros(n_orders, dtype=np.int8), cat_labels=list(CATEGORIES),
         date_rows=np.zeros(0, dtype=np.int64), date_texts=[])
+    del qty, sku, cat
 
     # Touchpoints ------------------------------------------------------------------------------
     jm = journey_model()
-    conv_set = rng_touch.choice(jm.prior.size, n_orders, p=jm.given_conv)
-    n_nc = int(round(n_orders * (1.0 - jm.p_bar) / jm.p_bar))
-    nc_set = rng_touch.choice(jm.prior.size, n_nc, p=jm.given_noconv)
-    nc_cust = rng_touch.integers(0, n_cust, n_nc)
-    lo = pop.signup_sec[nc_cust] / day
-    nc_end = lo + rng_touch.random(n_nc) * (horizon / day - lo)
-    # Touches are sorted by (time, customer, channel) through one packed integer key.
-    cust_bits = max(1, int(n_cust - 1).bit_length())
-    if horizon.bit_length() + cust_bits + 3 > 63:
-        raise ValueError("too many customers or too long a window for the touch sort key")
-    set_sizes = _mask_bits(len(CHANNELS))[1:].sum(axis=1)
-    n_conv_touch = int(set_sizes[conv_set].sum())
-    key = np.empty(n_conv_touch + int(set_sizes[nc_set].sum()), np.int64)
     last_channel = np.empty(n_orders, np.int8)  # channel of the last touch before each order
-    _journey_keys(rng_touch, conv_set, sec / day, np.zeros(n_orders), cust, key[:n_conv_touch],
-                  horizon, cust_bits, last_channel)
-    _journey_keys(rng_touch, nc_set, nc_end, lo, nc_cust, key[n_conv_touch:], horizon, cust_bits)
-    del nc_cust, nc_end, lo, nc_set
+    conv_set, nc_set, touches = simulate_journeys(rng_touch, jm, pop, cust, sec, horizon,
+                                                  last_channel)
+    n_nc = nc_set.size
+    set_sizes = _mask_bits(len(CHANNELS))[1:].sum(axis=1)
+    n_touch = int(sum(np.bincount(s, minlength=set_sizes.size) @ set_sizes
+                      for s in (conv_set, nc_set)))
+    month0 = t_start.astype("datetime64[M]")
+    n_months = int((np.datetime64(end, "D").astype("datetime64[M]") - month0).astype(np.int64)) + 1
+    month_start = np.array([int(((month0 + np.timedelta64(m, "M")).astype("datetime64[s]")
+                                 - t_start) / np.timedelta64(1, "s")) for m in range(n_months + 1)])
+    zero_counts = np.zeros((n_months, len(CHANNELS)), np.int64)
+    if touchpoints:
+        # Touches are sorted by (time, customer, channel) through one packed integer key.
+        cust_bits = max(1, int(n_cust - 1).bit_length())
+        if horizon.bit_length() + cust_bits + 3 > 63:
+            raise ValueError("too many customers or too long a window for the touch sort key")
+        key = np.empty(n_touch, np.int64)
+        at = 0
+        for t_cust, t_channel, t_days in touches:
+            _pack_touch_keys(key[at: at + t_days.size], t_days, t_cust, t_channel, horizon,
+                             cust_bits)
+            at += t_days.size
+        if at != n_touch:
+            raise AssertionError("touch count mismatch")
+        key.sort()
+        touch_sec, touch_cust, touch_ch = _unpack_touch_keys(key, cust_bits)
+        del key
+        touch_camp = touch_ch.copy()  # index into TOUCH_CAMPAIGN
+        email_rows = np.flatnonzero(touch_ch == 0)
+        touch_camp[email_rows[rng_touch.random(email_rows.size) >= EMAIL_NEWSLETTER_SHARE]] = 5
+        del email_rows
+        n_newsletter = int((touch_camp == 0).sum())
+        counts = sum((_month_channel_counts(touch_sec[lo:hi], touch_ch[lo:hi], month_start)
+                      for lo, hi in _chunks(n_touch, CHUNK_ROWS)), zero_counts)
+    else:
+        # The same touches and draws, counted per month and channel instead of kept.
+        counts = sum((_month_channel_counts(_to_seconds(t_days, horizon), t_channel, month_start)
+                      for _, t_channel, t_days in touches), zero_counts)
+        n_newsletter = sum(int((rng_touch.random(hi - lo) < EMAIL_NEWSLETTER_SHARE).sum())
+                           for lo, hi in _chunks(int(counts[:, 0].sum()), CHUNK_ROWS))
     # Acquisition channel: the last touch of the journey behind each customer's first order.
     acq_channel = np.empty(n_cust, np.int8)
     acq_channel[cust[is_first]] = last_channel[is_first]
     del last_channel, is_first
-    key.sort()
-    touch_sec, touch_cust, touch_ch = _unpack_touch_keys(key, cust_bits)
-    del key
-    touch_camp = touch_ch.copy()  # index into TOUCH_CAMPAIGN
-    email_rows = np.flatnonzero(touch_ch == 0)
-    touch_camp[email_rows[rng_touch.random(email_rows.size) >= EMAIL_NEWSLETTER_SHARE]] = 5
-    del email_rows
-    n_touch = touch_sec.size
 
     # Experiments ------------------------------------------------------------------------------
     members, experiments = simulate_experiments(rng_camp, pop, cust, sec, cents, horizon)
     for facts in experiments.values():
         facts["start"] = _day(t_start, facts.pop("start_day") * day)
         facts["end"] = _day(t_start, facts.pop("end_day") * day)
+    genuine_revenue = int(cents.sum())
+    del cust, sec, cents  # `rows` holds the genuine orders now
 
     # Defects ----------------------------------------------------------------------------------
     removed = dict.fromkeys(("exact_duplicate", "missing_customer_id", "unparseable_order_ts",
@@ -949,7 +1082,8 @@ def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: 
                                 "mixed_date_format_ymd_slash", "category_whitespace_case",
                                 "touch_channel_whitespace_case"), 0)
     touch_labels = list(CHANNELS)
-    touch_text = touch_ch.astype(np.int16)  # index into touch_labels (variants after CHANNELS)
+    if touchpoints:
+        touch_text = touch_ch.astype(np.int16)  # index into touch_labels (variants after CHANNELS)
     phone_dashed = np.zeros(n_cust, dtype=bool)
     if messy:
         rows, removed, orders_normalised = inject_order_defects(rng_messy, rows, pop.signup_sec,
@@ -957,12 +1091,16 @@ def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: 
         normalised.update(orders_normalised)
         bad = np.sort(rng_messy.choice(n_touch, _count(
             DEFECT_RATES["touch_channel_whitespace_case"], n_touch), replace=False))
-        variants = _channel_variants(rng_messy, touch_ch[bad])
-        extra = sorted(set(variants))
-        touch_labels += extra
-        position = {v: len(CHANNELS) + i for i, v in enumerate(extra)}
-        touch_text[bad] = [position[v] for v in variants]
-        normalised["touch_channel_whitespace_case"] = int(bad.size)
+        # Without touchpoints the draws are made all the same (the phone formats stay the same).
+        variants = _channel_variants(rng_messy, touch_ch[bad] if touchpoints
+                                     else np.zeros(bad.size, np.int8))
+        if touchpoints:
+            extra = sorted(set(variants))
+            touch_labels += extra
+            position = {v: len(CHANNELS) + i for i, v in enumerate(extra)}
+            touch_text[bad] = [position[v] for v in variants]
+            normalised["touch_channel_whitespace_case"] = int(bad.size)
+        del bad, variants
         phone_dashed = rng_messy.random(n_cust) < 0.5
 
     # Files ------------------------------------------------------------------------------------
@@ -975,36 +1113,32 @@ def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: 
         out / "customers.csv", rng_people, pop, cust_ids, acq_channel, phone_dashed, t_start,
         n_days, "gbk" if messy else "utf-8")
     n_rows["orders.csv"] = _write_orders(out / "orders.csv", rows, id_table, t_start, n_days)
-    # Channel, CampaignID, Event and Cost depend only on (channel text, campaign): one lookup.
-    canonical = [CHANNELS.index(v.strip().lower()) for v in touch_labels]
-    tails = [f"{text},{camp},{CHANNEL_EVENT[c]},{CHANNEL_COST_CENTS[c] / 100:.2f}"
-             for text, c in zip(touch_labels, canonical) for camp in TOUCH_CAMPAIGN]
-    touch_text *= len(TOUCH_CAMPAIGN)
-    touch_text += touch_camp  # now the index into tails
-    n_rows["touchpoints.csv"] = _write_csv_with_tail(
-        out / "touchpoints.csv", ("CustID", "TouchTime", "Channel", "CampaignID", "Event", "Cost"),
-        [[_gather(touch_cust, id_table)], [_timestamp(touch_sec, t_start, n_days)]],
-        touch_text, tails, n_touch)
-    tail_counts = np.bincount(touch_text, minlength=len(tails)).reshape(-1, len(TOUCH_CAMPAIGN))
-    del touch_text, touch_cust, touch_camp
+    del rows
+    if touchpoints:
+        # Channel, CampaignID, Event and Cost depend only on (channel text, campaign): one lookup.
+        canonical = [CHANNELS.index(v.strip().lower()) for v in touch_labels]
+        tails = [f"{text},{camp},{CHANNEL_EVENT[c]},{CHANNEL_COST_CENTS[c] / 100:.2f}"
+                 for text, c in zip(touch_labels, canonical) for camp in TOUCH_CAMPAIGN]
+        touch_text *= len(TOUCH_CAMPAIGN)
+        touch_text += touch_camp  # now the index into tails
+        n_rows["touchpoints.csv"] = _write_csv_with_tail(
+            out / "touchpoints.csv",
+            ("CustID", "TouchTime", "Channel", "CampaignID", "Event", "Cost"),
+            [[_gather(touch_cust, id_table)], [_timestamp(touch_sec, t_start, n_days)]],
+            touch_text, tails, n_touch)
+        del touch_text, touch_cust, touch_camp, touch_sec, touch_ch
 
-    # Spend per month and channel: touches are sorted by time, so months are contiguous slices.
-    month0 = t_start.astype("datetime64[M]")
-    n_months = int((np.datetime64(end, "D").astype("datetime64[M]") - month0).astype(np.int64)) + 1
-    month_start = [int(((month0 + np.timedelta64(m, "M")).astype("datetime64[s]") - t_start)
-                       / np.timedelta64(1, "s")) for m in range(n_months + 1)]
-    bounds = np.searchsorted(touch_sec, month_start)
-    spend = np.stack([np.bincount(touch_ch[bounds[m]: bounds[m + 1]], minlength=len(CHANNELS))
-                      for m in range(n_months)]) * CHANNEL_COST_CENTS
+    # Spend per month and channel, and the touch cost of each always-on campaign (index into
+    # TOUCH_CAMPAIGN; e-mail touches outside the newsletter and direct ones have no campaign).
+    spend = counts * CHANNEL_COST_CENTS
     n_rows["channel_spend.csv"] = _write_csv(
         out / "channel_spend.csv", ("Month", "Channel", "Spend"),
         [[_labels(np.repeat(np.arange(n_months), len(CHANNELS)),
                   [str(month0 + np.timedelta64(m, "M")) for m in range(n_months)])],
          [_labels(np.tile(np.arange(len(CHANNELS)), n_months), CHANNELS)],
          _money(spend.ravel())], n_months * len(CHANNELS))
-    # Touch cost per CampaignID (rows of tail_counts are channel texts, columns campaigns).
-    campaign_cost = CHANNEL_COST_CENTS[canonical] @ tail_counts
-    del touch_sec, touch_ch
+    campaign_cost = spend.sum(axis=0)
+    campaign_cost[0] = n_newsletter * CHANNEL_COST_CENTS[0]
     for cid, name, channel in CAMPAIGNS:
         if cid in experiments:
             experiments[cid]["name"], experiments[cid]["channel"] = name, channel
@@ -1070,17 +1204,25 @@ def generate(out_dir: str | Path, customers: int = 5000, seed: int = 42, messy: 
         "encodings": {f: "gbk" if messy and f == "customers.csv" else "utf-8" for f in n_rows},
         "rows": n_rows,
         "genuine_orders": int(n_orders),
-        "genuine_revenue": round(int(cents.sum()) / 100, 2),
+        "genuine_revenue": round(genuine_revenue / 100, 2),
     }
+    if not touchpoints:  # no touch log: nothing to attribute, so no attribution truth
+        for key in ("channel_true_share", "channel_true_share_expected",
+                    "channel_true_share_definition"):
+            del truth[key]
+        truth["touchpoints_written"] = False
+        truth["journeys"]["touchpoints"] = ("not written; the journeys were drawn all the same, "
+                                            "for AcqChannel, channel_spend.csv and campaign costs")
     # customer_segment is rendered like json.dumps(indent=2) would, but vectorised.
     head, tail = json.dumps(truth, indent=2, sort_keys=True, ensure_ascii=False).split(
         '"__CUSTOMER_SEGMENT__"')
     lines = [[_literal('    "'), cust_ids, _literal('": "'),
               _labels(pop.segment, [s.name for s in SEGMENTS]), _literal('"')]]
-    mapping = b"".join(chunk.tobytes() for chunk in _render(lines, n_cust, row_end=",\n"))
     with open(out / "truth.json", "wb") as sink:
         sink.write((head + "{\n").encode("utf-8"))
-        sink.write(mapping[:-2])
+        for chunk in _render(lines, n_cust, row_end=",\n"):
+            sink.write(chunk)
+        sink.seek(-2, os.SEEK_CUR)  # the tail overwrites the ",\n" after the last entry
         sink.write(("\n  }" + tail + "\n").encode("utf-8"))
     return out
 
@@ -1139,7 +1281,8 @@ def _write_orders(path: Path, rows: OrderRows, id_table: np.ndarray, t_start: np
         [_override(_timestamp(rows.sec, t_start, n_days), rows.date_rows, rows.date_texts)],
         _money(rows.cents),
         [_digits(rows.qty, 3, strip=True)],
-        [_labels(rows.sku // 10_000, CATEGORY_CODES), _literal("-"), _digits(rows.sku % 10_000, 4)],
+        [_labels(_Mapped(rows.sku, lambda v: v // 10_000), CATEGORY_CODES), _literal("-"),
+         _digits(_Mapped(rows.sku, lambda v: v % 10_000), 4)],
         [_labels(rows.cat, rows.cat_labels)],
         [_labels(rows.channel, SALES_CHANNELS)],
         [_labels(rows.status, STATUSES)],

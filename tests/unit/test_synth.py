@@ -393,8 +393,69 @@ def test_channel_truth_and_spend(messy_small: Path) -> None:
     assert len(touch) == expected_touches
 
 
+# ---------------------------------------------------------------------------------------------
+# Without touchpoints; chunked draws
+
+
+def files_of(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+
+
+def test_without_touchpoints_only_the_touch_log_and_its_truth_are_left_out(
+        tmp_path: Path, messy_small: Path) -> None:
+    out = generate(tmp_path / "no_touch", customers=SMALL, seed=7, messy=True, touchpoints=False)
+    full, lean = files_of(messy_small), files_of(out)
+    assert set(lean) == set(FILES) - {"touchpoints.csv"}
+    for name in lean.keys() - {"truth.json"}:  # AcqChannel, spend and costs come from journeys
+        assert lean[name] == full[name], name
+    t = truth(out)
+    text = (out / "truth.json").read_text(encoding="utf-8")
+    assert text == json.dumps(t, indent=2, sort_keys=True, ensure_ascii=False) + "\n"
+    assert t["journeys"]["touchpoints"].startswith("not written")
+    # The truth of the full run, less what only the touch log would back up.
+    expected = truth(messy_small)
+    for key in ("channel_true_share", "channel_true_share_expected",
+                "channel_true_share_definition"):
+        del expected[key]
+    del expected["rows"]["touchpoints.csv"], expected["encodings"]["touchpoints.csv"]
+    expected["defects"]["normalised"]["touch_channel_whitespace_case"] = 0
+    expected["touchpoints_written"] = False
+    expected["journeys"]["touchpoints"] = t["journeys"]["touchpoints"]
+    assert t == expected
+
+
+def test_cli_no_touchpoints(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from crmbook.cli import main
+
+    args = ["synth", "--out", str(tmp_path / "d"), "--customers", "50", "--seed", "3", "--messy"]
+    assert main(args) == 0 and (tmp_path / "d" / "touchpoints.csv").is_file()
+    assert main([*args[:2], str(tmp_path / "e"), *args[3:], "--no-touchpoints"]) == 0
+    assert not (tmp_path / "e" / "touchpoints.csv").exists()
+    assert truth(tmp_path / "e")["touchpoints_written"] is False
+    assert "demo data written to" in capsys.readouterr().out
+
+
+def test_chunk_sizes_do_not_change_the_files(tmp_path: Path, messy_small: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    """Draws, sorts and CSV text made in many small chunks give the same bytes; with many
+    journey chunks too, leaving out the touchpoints changes no other file."""
+    import crmbook.synth as synth
+
+    monkeypatch.setattr(synth, "CHUNK_ROWS", 1000)
+    small = generate(tmp_path / "small_chunks", customers=SMALL, seed=7, messy=True)
+    assert files_of(small) == files_of(messy_small)
+    monkeypatch.setattr(synth, "JOURNEY_CHUNK", 1000)
+    full = files_of(generate(tmp_path / "full", customers=SMALL, seed=7, messy=True))
+    lean = files_of(generate(tmp_path / "lean", customers=SMALL, seed=7, messy=True,
+                             touchpoints=False))
+    assert full["touchpoints.csv"] != files_of(messy_small)["touchpoints.csv"]  # 1000 per chunk
+    assert all(lean[name] == full[name] for name in lean if name != "truth.json")
+
+
 def test_rejects_bad_arguments(tmp_path: Path) -> None:
     with pytest.raises(ValueError):
         generate(tmp_path, customers=0)
     with pytest.raises(ValueError):
         generate(tmp_path, customers=10, start="2024-01-01", end="2024-01-31")
+    with pytest.raises(ValueError, match="68 years"):
+        generate(tmp_path, customers=10, start="1950-01-01", end="2024-01-31")
