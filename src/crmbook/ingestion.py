@@ -25,7 +25,7 @@ import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -33,6 +33,7 @@ from pathlib import Path
 import charset_normalizer
 import duckdb
 import pandas as pd
+import pyarrow as pa
 
 from crmbook import schema
 from crmbook.config import Config, Source, ValueTransform
@@ -699,29 +700,28 @@ def _pii_lookup(values: pd.Series, column: str, kind: str, cfg: Config | None) -
     return lookup
 
 
-def _pseudonymised_sql(con: duckdb.DuckDBPyConnection, view: str, projection: Projection, cfg: Config | None) -> str:
-    """SELECT over the projection view `view` with every PII column replaced by its hash (email ->
-    email_hash and email_status, phone likewise), rows in source order. Hashes are computed once
-    per distinct value (`_pii_lookup`) and joined back."""
-    if not projection.pii:
-        return f"SELECT * FROM {view}"
-    select, statuses, joins = [], [], []
-    for column in projection.columns:
-        if column not in projection.pii:
-            select.append(f"m.{_q(column)}")
+def _pseudonymise(batch: pa.RecordBatch, projection: Projection, cfg: Config | None) -> pa.RecordBatch:
+    """A batch of the projection with every PII column replaced by its hash (email -> email_hash and
+    email_status, phone likewise; statuses before the lineage columns). Hashes are computed once per
+    distinct value of the batch (`_pii_lookup`); batch by batch, so a table of any size is hashed in
+    bounded memory."""
+    columns: dict[str, pa.Array] = {}
+    statuses: dict[str, pa.Array] = {}
+    for name in batch.schema.names:
+        if name not in projection.pii:
+            columns[name] = batch.column(name)
             continue
-        i = len(joins)
-        distinct = con.execute(f"SELECT DISTINCT {_q(column)} FROM {view}").df()[column]
-        lookup = _pii_lookup(distinct, column, projection.pii[column], cfg)
-        con.register(f"{view}_pii{i}", lookup)
-        joins.append(f"LEFT JOIN {view}_pii{i} AS p{i} ON p{i}.raw = m.{_q(column)}")
-        out = f"{column}_hash" if column in ("email", "phone") else column
-        select.append(f"COALESCE(p{i}.hash, '') AS {_q(out)}")
+        values = batch.column(name).to_pandas()
+        lookup = _pii_lookup(pd.Series(values.dropna().unique()), name, projection.pii[name], cfg).set_index("raw")
+        text = values.astype("str").where(values.notna())
+        out = f"{name}_hash" if name in ("email", "phone") else name
+        columns[out] = pa.array(text.map(lookup["hash"]).fillna("").astype("object"), type=pa.string())
         if "status" in lookup:
-            statuses.append(f"COALESCE(p{i}.status, '') AS {_q(column + '_status')}")
-    lineage = select[-len(schema.LINEAGE):]
-    body = ", ".join(select[:-len(schema.LINEAGE)] + statuses + lineage)
-    return f"SELECT {body} FROM {view} AS m {' '.join(joins)} ORDER BY m.source_row"
+            statuses[f"{name}_status"] = pa.array(text.map(lookup["status"]).fillna("").astype("object"), type=pa.string())
+    names = list(columns)
+    order = names[:-len(schema.LINEAGE)] + list(statuses) + names[-len(schema.LINEAGE):]
+    arrays = columns | statuses
+    return pa.RecordBatch.from_arrays([arrays[n] for n in order], names=order)
 
 
 # --- Reading a whole run's sources ----------------------------------------------------------------
@@ -770,20 +770,23 @@ BATCH_ROWS = 1 << 20
 _DICTIONARY_KINDS = ("category", "flag")
 
 
-def write_parquet(con: duckdb.DuckDBPyConnection, query: str, out: Path) -> int:
+def write_parquet(con: duckdb.DuckDBPyConnection, query: str, out: Path,
+                  transform: Callable[[pa.RecordBatch], pa.RecordBatch] | None = None) -> int:
     """Stream the result of `query` into a zstd Parquet file (reading ahead while writing), one row group per batch of
-    BATCH_ROWS rows (pyarrow's writer: several times cheaper than DuckDB's COPY for text columns);
-    category-like columns are dictionary-encoded. Deterministic: the same rows give the same bytes.
-    Returns the number of rows."""
+    BATCH_ROWS rows (pyarrow's writer: several times cheaper than DuckDB's COPY for text columns), each
+    batch passed through `transform` first when given; category-like columns are dictionary-encoded.
+    Deterministic: the same rows give the same bytes. Returns the number of rows."""
     import pyarrow.parquet as pq
 
     reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
+    transform = transform or (lambda batch: batch)
+    out_schema = transform(pa.RecordBatch.from_pylist([], schema=reader.schema)).schema
     categories = {c.name for table in schema.TABLES.values() for c in table if c.kind in _DICTIONARY_KINDS}
-    dictionary = [n for n in reader.schema.names if n in categories or n == "source" or n.endswith("_status")]
+    dictionary = [n for n in out_schema.names if n in categories or n == "source" or n.endswith("_status")]
     rows = 0
-    with pq.ParquetWriter(out, reader.schema, compression="zstd", use_dictionary=dictionary) as writer:
+    with pq.ParquetWriter(out, out_schema, compression="zstd", use_dictionary=dictionary) as writer:
         for batch in _read_ahead(reader):
-            writer.write_batch(batch)
+            writer.write_batch(transform(batch))
             rows += batch.num_rows
     return rows
 
@@ -820,8 +823,8 @@ def _write_source(con: duckdb.DuckDBPyConnection, i: int, table: str, source: So
             if bad and bad[0] is not None:
                 raise InputError(path, f"malformed file: this row has {bad[1]} fields, the first has {len(raw.names)}", row=int(bad[0]))
         con.execute(f"CREATE OR REPLACE TEMP VIEW mapped_{i} AS {projection.sql}")
-        final = _pseudonymised_sql(con, f"mapped_{i}", projection, cfg)
-        rows = write_parquet(con, final, out)
+        hashed = (lambda batch: _pseudonymise(batch, projection, cfg)) if projection.pii else None
+        rows = write_parquet(con, f"SELECT * FROM mapped_{i}" + (" ORDER BY source_row" if projection.pii else ""), out, hashed)
     except (duckdb.Error, OSError) as error:
         if isinstance(error, OSError) and error.errno is not None:  # a real I/O error (a full disk): not the input's fault
             raise
