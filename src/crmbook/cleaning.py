@@ -961,8 +961,8 @@ def _learn(rule: str, frames, table: str, cfg: Config, shared: dict) -> None:
 def _partition(con, table: str, path: Path, id_map: pd.DataFrame | None, parts: int, out: Path) -> None:
     """Write `path` (a canonical table) as `parts` Parquet folders `out/_part=<n>`, every row with
     `_pos`, its place in the table. Rows of one customer (after the single customer view's re-keying
-    and trimming, as the rules see it) share a part; transactions go by their order's customer (the
-    least of an order's customer ids), so an order's lines stay together too."""
+    and trimming, as the rules see it) share a part; the lines of an order naming two customers go
+    with the least of its customer ids, so an order's lines stay together too."""
     ids = id_map[["source_customer_id", "customer_id"]] if id_map is not None else pd.DataFrame(
         {"source_customer_id": pd.Series([], dtype="str"), "customer_id": pd.Series([], dtype="str")})
     con.register("id_map", ids)
@@ -970,12 +970,13 @@ def _partition(con, table: str, path: Path, id_map: pd.DataFrame | None, parts: 
     order = trim.format("t.order_id") if table == "transactions" else "NULL"
     con.execute(f"""
         COPY (
-          WITH rows AS (
+          WITH rows AS NOT MATERIALIZED (
             SELECT t.*, coalesce(m.customer_id, {trim.format('t.customer_id')}) AS _key, {order} AS _order
             FROM read_parquet('{_sql_path(path)}', file_row_number = true) t
             LEFT JOIN (SELECT source_customer_id, min(customer_id) AS customer_id FROM id_map GROUP BY 1) m
               ON m.source_customer_id = {trim.format('t.customer_id')}),
-          owners AS (SELECT _order, min(_key) AS _owner FROM rows WHERE _order IS NOT NULL GROUP BY _order)
+          owners AS (SELECT _order, min(_key) AS _owner FROM rows WHERE _order IS NOT NULL GROUP BY _order
+                     HAVING min(_key) <> max(_key))  -- orders naming two customers: few, so the join is cheap
           SELECT rows.* EXCLUDE (_key, _order, file_row_number), rows.file_row_number AS _pos,
                  hash(coalesce(owners._owner, rows._key, '')) % {parts} AS _part
           FROM rows LEFT JOIN owners ON owners._order = rows._order)
@@ -1109,7 +1110,10 @@ def _save_quarantine(con, table: str, folder: Path, columns: dict[int, list[str]
 def clean_run(cfg: Config, run_dir: str | Path) -> Cleaned:
     """02 on a run folder: every canonical table of the params cleaned (`clean`); transactions,
     touchpoints and campaign members with more than `cleaning.part_rows` rows are cleaned in parts
-    on disk (`clean_in_parts`) and written as they are, the other tables are written by `save`."""
+    on disk (`clean_in_parts`) and written as they are. With such a table, the other clean tables are
+    written first and not kept (`tables` is then empty: nothing large stays in memory); else `save`
+    writes them."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
     from crmbook import ingestion, store
@@ -1119,6 +1123,10 @@ def clean_run(cfg: Config, run_dir: str | Path) -> Cleaned:
     large = [n for n in names if n in IN_PARTS and pq.ParquetFile(paths[n]).metadata.num_rows > cfg.cleaning.part_rows]
     out = clean({n: store.read_table(run_dir, f"canonical_{n}") for n in names if n not in large}, cfg)
     ledgers = {t: part for t, part in out.quality.groupby("table", sort=False)} if len(out.quality) else {}
+    if large:
+        save(run_dir, out)
+        out.tables = {}
+        pa.default_memory_pool().release_unused()
     for table in large:
         ledgers[table], out.on_disk[table] = clean_in_parts(table, paths[table], cfg, run_dir, out.id_map, out.details)
         kept = int(ledgers[table]["rows_out"].iloc[-1])

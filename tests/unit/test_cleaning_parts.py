@@ -88,3 +88,20 @@ def test_date_formats_are_counted_against_the_whole_table():
     whole = cleaning.parse_dates(frame, "order_ts", formats, True, "timestamp")
     assert sum(p.changed for p in pieces) != whole.changed  # counting per part would be wrong
     assert cleaning.changed_in_parts(tally) == whole.changed == 1000
+
+
+def test_an_order_naming_two_customers_stays_in_one_part(tmp_path):
+    """Lines of one order under two customer ids (a data error) are cleaned together: the refund on
+    such an order is netted into all of its lines, as in the one-piece cleaning."""
+    data = synth.generate(tmp_path / "demo", customers=600, seed=5, messy=False)
+    cfg = config.load(write_params(tmp_path, data))
+    path = ingestion.canonical_paths(cfg, tmp_path / "run")["transactions"]
+    orders = pd.read_parquet(path)
+    first = orders.drop_duplicates("order_id").head(60)
+    other = first["customer_id"].iloc[::-1].to_numpy()  # another customer's id on a second line of each order
+    extra = first.assign(customer_id=other, source_row=first["source_row"] + 10**6)
+    refund = first.assign(amount="-" + first["amount"].astype("str"), status="refunded", source_row=first["source_row"] + 2 * 10**6)
+    pd.concat([orders, extra, refund], ignore_index=True).to_parquet(path, index=False)
+    whole, parts, runs = _both(cfg, tmp_path, rows=1000)
+    _assert_same(cfg, whole, parts, runs, ["touchpoints", "transactions"])
+    assert parts.quality.set_index(["table", "rule"]).loc[("transactions", "net_refunds"), "rows_changed"] > 100
