@@ -7,7 +7,7 @@ PARAMS  ?= params/default.yaml
 STAMP   := $(VENV)/.installed
 
 .DEFAULT_GOAL := help
-.PHONY: help setup reports test lab bench lock clean
+.PHONY: help setup reports test lab bench bench-50m lock clean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-z]+:.*## / {printf "  make %-8s %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -36,6 +36,9 @@ lab: $(STAMP) ## open JupyterLab on notebooks/
 
 bench: $(STAMP) ## speed and memory benchmarks (results in benchmarks/results.md)
 	$(BIN)/python -m benchmarks
+
+bench-50m: $(STAMP) ## the whole workbook on ~50M order lines with a 4 GB cap (about an hour; its section of results.md)
+	$(BIN)/python -m benchmarks --huge
 
 lock: ## regenerate requirements.lock from pyproject.toml (needs uv)
 	uv pip compile pyproject.toml --extra dev --extra spark --python-version 3.11 --python-platform x86_64-manylinux_2_28 -o requirements.lock -q --custom-compile-command "make lock"

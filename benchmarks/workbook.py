@@ -26,6 +26,11 @@ including its kernel's start and stop) and publishing.
   customer: 230,000 customers give ~1.5M lines), with params/default.yaml's sources and settings
   pointed at that folder (absolute paths). Generating the data is timed separately and is not part
   of the run's figure.
+- `huge` (no baseline; `python -m benchmarks --huge`): the same on 7,600,000 customers, about 50M
+  order lines, generated without the touch log (`crmbook synth --no-touchpoints`: 420M touches
+  would not fit the generator; 05 attribution is then skipped, its own benchmark has 10M
+  journeys), with run.memory_limit 4GB and `--jobs 1`, so the whole run's peak is its largest
+  process's (stage kernels and runner).
 """
 from __future__ import annotations
 
@@ -47,6 +52,7 @@ DEMO_PARAMS = ROOT / "params" / "default.yaml"
 NOTEBOOKS = ROOT / "notebooks"
 TARGET_RATIO = 1.5
 LARGE_CUSTOMERS = 230_000
+HUGE_CUSTOMERS = 7_600_000  # about 50M order lines
 
 _RUNNER = PEAK_MB + """
 import json, os, sys
@@ -228,37 +234,68 @@ def input_rows(params: Path) -> dict[str, int]:
     return json.loads((orders.parent / "truth.json").read_text(encoding="utf-8"))["rows"]
 
 
-def scaled_params(template: Path, data: Path, out: Path) -> Path:
-    """`template`'s params with every source's file in folder `data` (absolute paths) and no demo section."""
+def scaled_params(template: Path, data: Path, out: Path, run: dict | None = None) -> Path:
+    """`template`'s params with every source's file in folder `data` (absolute paths; a table whose
+    file is not there is left out), no demo section, and `run` settings on top of the template's."""
     import yaml
 
     params = yaml.safe_load(template.read_text(encoding="utf-8"))
     params["data"].pop("demo", None)
-    for sources in params["data"]["sources"].values():
+    params["run"] = {**params.get("run", {}), **(run or {})}
+    for table, sources in list(params["data"]["sources"].items()):
         for source in sources:
             source["path"] = str((data / Path(source["path"]).name).resolve())
+        if not all(Path(source["path"]).is_file() for source in sources):
+            del params["data"]["sources"][table]
     out.write_text(yaml.safe_dump(params, sort_keys=False, allow_unicode=True), encoding="utf-8")
     return out
 
 
-def large(customers: int = LARGE_CUSTOMERS, seed: int = 7, jobs: int | None = None) -> dict:
-    """The whole workbook on the demo generator's data for `customers` customers (messy). The
-    generation is timed on its own; a failed run is returned with its error, not raised."""
+def large(customers: int = LARGE_CUSTOMERS, seed: int = 7, jobs: int | None = None, touchpoints: bool = True,
+          memory_limit: str | None = None) -> dict:
+    """The whole workbook on the demo generator's data for `customers` customers (messy; without
+    the touch log unless `touchpoints`), with run.memory_limit `memory_limit` when given and DuckDB's
+    spill folder in the temporary folder. The generation is timed on its own; a failed run is
+    returned with its error, not raised."""
     jobs = jobs or os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="crmbook-bench-") as tmp:
         data = Path(tmp) / "data"
         start = time.perf_counter()
-        _crmbook("synth", "--out", str(data), "--customers", str(customers), "--seed", str(seed), "--messy")
+        _crmbook("synth", "--out", str(data), "--customers", str(customers), "--seed", str(seed), "--messy",
+                 *([] if touchpoints else ["--no-touchpoints"]))
         generation = time.perf_counter() - start
-        params = scaled_params(DEMO_PARAMS, data, Path(tmp) / f"large-{customers}.yaml")
+        run = {"temp_directory": str(Path(tmp) / "spill"), **({"memory_limit": memory_limit} if memory_limit else {})}
+        params = scaled_params(DEMO_PARAMS, data, Path(tmp) / f"large-{customers}.yaml", run)
         rows = input_rows(params)
         result = {"case": "large", "customers": customers, "seed": seed, "jobs": jobs, "rows": rows["orders.csv"],
-                  "input_rows": rows, "generation_seconds": generation, "error": None}
+                  "input_rows": rows, "generation_seconds": generation, "error": None, "touchpoints": touchpoints,
+                  "memory_limit": memory_limit}
         try:
             ours = run_workbook(params, Path(tmp) / "reports", jobs)
         except RuntimeError as error:
             return {**result, "error": str(error)}
     return {**result, "result": ours, "seconds": ours["seconds"], "peak": peak_mb(ours)}
+
+
+def huge(customers: int = HUGE_CUSTOMERS, seed: int = 7) -> dict:
+    """The whole workbook on about 50M order lines (`customers` customers, no touch log) with a 4 GB
+    DuckDB cap, one stage at a time (see the module docstring)."""
+    return {**large(customers, seed, jobs=1, touchpoints=False, memory_limit="4GB"), "case": "huge"}
+
+
+HUGE_HEADING = "## The whole workbook on 50M order lines with a 4 GB cap"
+
+
+def huge_section(g: dict) -> list[str]:
+    """The results.md section of a `huge` run: its row, the per-stage breakdown, the date and machine."""
+    from benchmarks.__main__ import machine
+
+    return [HUGE_HEADING, "",
+            f"{dt.date.today().isoformat()} · {machine()} · command: `python -m benchmarks --huge` (`make bench-50m`); "
+            "`make bench` keeps this section as it is.", "",
+            "| case | rows | seconds | peak RSS (MB) | baseline | baseline s | baseline MB | time ratio |",
+            "|---|---|---|---|---|---|---|---|", *scale_rows(g), "",
+            "```", f"inputs {g['input_rows']}", *([f"FAILED: {g['error']}"] if g["error"] else breakdown(g["result"])), "```"]
 
 
 def markdown_rows(demo_result: dict, large_result: dict) -> list[str]:
@@ -271,8 +308,15 @@ def markdown_rows(demo_result: dict, large_result: dict) -> list[str]:
             f"{mb:.0f} ({who}; runner {d['result']['runner_peak_mb']:.0f}) | floor: the same command with "
             f"`--notebooks <tmp>/floor` (parameters cell only; same names, metadata, params, jobs) | "
             f"{d['baseline_seconds']:.2f} | {base_mb:.0f} ({base_who}) | {d['time_ratio']:.2f}× |"]
-    label = (f"whole workbook at scale: `crmbook synth --customers {g['customers']:,} --seed {g['seed']} --messy` "
-             f"(not timed: {g['generation_seconds']:.0f} s), then `crmbook run --params <default.yaml's sources there> "
+    return rows + scale_rows(g)
+
+
+def scale_rows(g: dict) -> list[str]:
+    """The results.md row of a `large` (or `huge`) run."""
+    rows = []
+    label = (f"whole workbook at scale: `crmbook synth --customers {g['customers']:,} --seed {g['seed']} --messy"
+             f"{'' if g['touchpoints'] else ' --no-touchpoints'}` (not timed: {g['generation_seconds']:.0f} s), then "
+             f"`crmbook run --params <default.yaml's sources there{', run.memory_limit: ' + g['memory_limit'] if g['memory_limit'] else ''}> "
              f"--jobs {g['jobs']} --reports-dir <tmp>`")
     if g["error"]:
         rows.append(f"| {label} | {g['rows']:,} order lines | FAILED: {' '.join(g['error'].split())[:300]} | — | — | — | — | — |")
