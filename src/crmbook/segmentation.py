@@ -545,7 +545,7 @@ def customer_attributes(customers: pd.DataFrame | None, settings: SegmentationSe
             if len(counts) > settings.max_levels:
                 keep = set(counts.index[: settings.max_levels - 1])
                 values = values.where(values.isna() | values.isin(keep), "other")
-            out[column] = values.to_numpy()
+            out[column] = values.array  # as text: to_numpy() would make a Python string per customer
     return out.drop_duplicates("customer_id").sort_values("customer_id", kind="stable").reset_index(drop=True)
 
 
@@ -599,23 +599,34 @@ def value_tree(segments: pd.DataFrame, attributes: pd.DataFrame, depth: int, see
     y = joined["value_tier"].eq("high_value").to_numpy()
     if len(joined) < 50 or min(y.sum(), (~y).sum()) < 10:
         return None
-    parts = []
-    if "age" in columns:
-        parts.append(joined[["age"]].astype("float64"))
-    categorical = [c for c in columns if c != "age"]
-    if categorical:
-        parts.append(pd.get_dummies(joined[categorical].fillna("?"), prefix_sep="=", dtype="float64"))
-    x = pd.concat(parts, axis=1)
-    x = x[sorted(x.columns)]
+    x, names = _tree_matrix(joined, columns)
     min_leaf = max(5, len(joined) // 100)
     model = DecisionTreeClassifier(max_depth=depth, min_samples_leaf=min_leaf, class_weight="balanced", random_state=seed)
     folds = StratifiedKFold(5, shuffle=True, random_state=seed)
     scores = cross_validate(model, x, y, cv=folds, scoring=("accuracy", "balanced_accuracy"))
     model.fit(x, y)
-    importance = pd.Series(model.feature_importances_, index=x.columns)
+    importance = pd.Series(model.feature_importances_, index=names)
     top = str(importance.idxmax()) if importance.max() > 0 else None
-    return ValueTree(model, list(x.columns), float(scores["test_accuracy"].mean()),
+    return ValueTree(model, names, float(scores["test_accuracy"].mean()),
                      float(scores["test_balanced_accuracy"].mean()), float(max(y.mean(), 1 - y.mean())), top, len(joined))
+
+
+def _tree_matrix(joined: pd.DataFrame, columns: list[str]) -> tuple[np.ndarray, list[str]]:
+    """The value tree's features: age in years and one-hot categories (`column=level`, missing
+    levels as "?"), columns sorted by name; as the float32 matrix scikit-learn's trees work on
+    (they convert any other input to it), filled column by column: no float64 copies of the
+    one-hot frame, which on millions of customers would be several times the matrix's size."""
+    sources: dict[str, np.ndarray] = {}
+    if "age" in columns:
+        sources["age"] = joined["age"].astype("float64").to_numpy()
+    for column in (c for c in columns if c != "age"):
+        dummies = pd.get_dummies(joined[column].fillna("?"), prefix=column, prefix_sep="=", dtype=bool)
+        sources.update({name: dummies[name].to_numpy() for name in dummies.columns})
+    names = sorted(sources)
+    x = np.empty((len(joined), len(names)), dtype=np.float32, order="F")
+    for j, name in enumerate(names):
+        x[:, j] = sources.pop(name)
+    return x, names
 
 
 # ---------------------------------------------------------------------------------------------
@@ -665,7 +676,10 @@ def segment_profiles(customers: pd.DataFrame, order: list[str], settings: Segmen
     table.insert(1, "customer_share", (table["customers"] / total_customers).round(6))
     table.insert(3, "revenue_share", (table["revenue"] / total_revenue).round(6))
     if clv is not None:
-        mean_clv = customers.assign(clv=customers["customer_id"].map(clv)).groupby("rfm_segment")["clv"].mean()
+        ids = customers["customer_id"]
+        # 04's table has the same customers in the same order (both sorted by id): no lookup by id then
+        per_customer = clv.to_numpy() if clv.index.equals(pd.Index(ids)) else ids.map(clv)
+        mean_clv = customers.assign(clv=per_customer).groupby("rfm_segment")["clv"].mean()
         table["mean_clv"] = mean_clv.reindex(table.index).round(2)
     else:
         table["mean_clv"] = np.nan
@@ -685,31 +699,37 @@ def segment(cfg: Config, run_dir, tables: dict[str, pd.DataFrame] | None = None)
     settings, language = cfg.segmentation, cfg.report.language
     transactions = Path(run_dir) / "tables" / "clean_transactions.parquet"
     with tempfile.TemporaryDirectory(prefix="crmbook-duckdb-") as spill:
+        # One connection per query phase, closed straight after it: DuckDB keeps the memory of a
+        # large aggregation until its connection closes, and the pandas work in between needs it.
         con = engine.from_params(cfg, spill=spill)
         try:
             as_of = analysis_date(cfg, con, transactions)
             features = customer_features(engine.queries_on(cfg, con), transactions, as_of)
-            if features.empty:
-                raise InputError(transactions, f"no purchases up to {as_of}: nothing to segment (check run.analysis_date)")
-            _log.info("RFM features of %s customers", f"{len(features):,}")
-            scores = rfm_scores(features, settings.rfm)
-            grid = segment_grid(settings.rfm)
-            stages = lifecycle_stages(features, settings.lifecycle)
-            tiers = value_tiers(features, stages, settings.value_tiers)
-            clusters = cluster_customers(features, settings.clusters, settings.lifecycle)
-            _log.info("clustered the customers")
-            profile = describe_clusters(features, clusters, stages)
-            clusters.names = name_clusters(profile, "en")
-            profile.insert(1, "cluster_name", profile["cluster"].map(clusters.names))
-            clusters.profile = profile
-            customers = pd.DataFrame({
-                "customer_id": features["customer_id"], "recency": features["recency_days"],
-                "frequency": features["orders"], "monetary": features["revenue"], **{c: scores[c] for c in scores},
-                "rfm_segment": name_segments(scores, grid), "cluster": clusters.labels,
-                "cluster_name": clusters.labels.map(clusters.names).astype("str"),
-                "lifecycle_stage": stages.astype("str"), "value_tier": tiers.astype("str"),
-                "aov": features["aov"], "tenure_days": features["tenure_days"].astype("int64"),
-            })
+        finally:
+            con.close()
+        if features.empty:
+            raise InputError(transactions, f"no purchases up to {as_of}: nothing to segment (check run.analysis_date)")
+        _log.info("RFM features of %s customers", f"{len(features):,}")
+        scores = rfm_scores(features, settings.rfm)
+        grid = segment_grid(settings.rfm)
+        stages = lifecycle_stages(features, settings.lifecycle)
+        tiers = value_tiers(features, stages, settings.value_tiers)
+        clusters = cluster_customers(features, settings.clusters, settings.lifecycle)
+        _log.info("clustered the customers")
+        profile = describe_clusters(features, clusters, stages)
+        clusters.names = name_clusters(profile, "en")
+        profile.insert(1, "cluster_name", profile["cluster"].map(clusters.names))
+        clusters.profile = profile
+        customers = pd.DataFrame({
+            "customer_id": features["customer_id"], "recency": features["recency_days"],
+            "frequency": features["orders"], "monetary": features["revenue"], **{c: scores[c] for c in scores},
+            "rfm_segment": name_segments(scores, grid), "cluster": clusters.labels,
+            "cluster_name": clusters.labels.map(clusters.names).astype("str"),
+            "lifecycle_stage": stages.astype("str"), "value_tier": tiers.astype("str"),
+            "aov": features["aov"], "tenure_days": features["tenure_days"].astype("int64"),
+        })
+        con = engine.from_params(cfg, spill=spill)
+        try:
             mix = category_mix(con, transactions, as_of, customers, "rfm_segment")
         finally:
             con.close()

@@ -312,3 +312,53 @@ def test_top_share_and_deciles():
     assert clv.top_share(scored) == 1.0
     deciles = clv.value_deciles(scored)
     assert deciles["customers"].tolist() == [2] * 10 and deciles["share"].iloc[0] == 1.0
+
+
+# ---------------------------------------------------------------------------- the same results, cheaper
+
+
+def test_tidy_summary_shares_one_date_object_per_day():
+    days = pd.to_datetime(["2024-01-02", "2024-01-02", "2024-03-04", "2024-01-02"]).astype("datetime64[us]")
+    frame = pd.DataFrame({"customer_id": ["b", "a", "d", "c"], "first_purchase": days, "last_purchase": days,
+                          "revenue": 1.0, "monetary": 0.0, "aov": 1.0, "frequency": 0, "orders": 1, "purchase_days": 1,
+                          "recency_days": 3, "recency": 0.0, "T": 2.0})
+    tidy = clv._tidy_summary(frame)
+    assert tidy["customer_id"].tolist() == ["a", "b", "c", "d"] and tidy["first_purchase"].dtype == object
+    expected = pd.to_datetime(frame["first_purchase"]).dt.date.tolist()
+    assert tidy["first_purchase"].tolist() == [expected[i] for i in (1, 0, 3, 2)]
+    assert all(type(d) is dt.date for d in tidy["first_purchase"])
+    assert len({id(d) for d in tidy["last_purchase"]}) == 2  # one object per distinct day
+    assert frame["customer_id"].tolist() == ["b", "a", "d", "c"]  # the input is left as it was
+
+
+def test_rfm_segments_from_the_summary_equal_the_ones_from_03s_features(stage):
+    cfg, run_dir, result = stage
+    queried, source = clv.rfm_segments(cfg, run_dir, result.split.analysis_date)
+    from_summary, source_too = clv.rfm_segments(cfg, run_dir, result.split.analysis_date, summary=result.data.current)
+    assert source == source_too == "computed"
+    pd.testing.assert_series_equal(from_summary, queried)
+
+
+def test_holdout_predictions_are_computed_once_for_the_same_tables(stage):
+    _, _, result = stage
+    predicted = clv.holdout_predictions(result.fits, result.data)
+    assert set(predicted) == {k for k, f in result.fits.items() if hasattr(f, "params_")}
+    alone = clv.compare_models(result.fits, result.data).drop(columns="selected")
+    pd.testing.assert_frame_equal(clv.compare_models(result.fits, result.data, predicted).drop(columns="selected"), alone)
+    pd.testing.assert_frame_equal(clv.conditional_by_frequency(result.fits, result.data, predicted=predicted), result.conditional)
+
+
+def test_deciles_churn_and_groups_do_not_depend_on_the_row_order(stage):
+    _, _, result = stage
+    settings = config.ClvSection(churn_top_value_share=0.3, churn_p_alive_below=0.6)
+    scored = result.scored.copy()
+    scored.loc[scored.index[::7], "clv"] = scored["clv"].iloc[0]  # ties, broken by customer_id
+    shuffled = scored.sample(frac=1.0, random_state=1)
+    pd.testing.assert_frame_equal(clv.value_deciles(shuffled), clv.value_deciles(scored))
+    pd.testing.assert_frame_equal(clv.churn_risk(shuffled, settings), clv.churn_risk(scored, settings))
+    assert len(clv.churn_risk(scored, settings))
+    groups = pd.Series(np.where(np.arange(len(scored)) % 3, "x", "y"), index=scored["customer_id"])
+    aligned = clv.value_by_group(scored, groups)  # same customers, same order: no lookup
+    pd.testing.assert_frame_equal(clv.value_by_group(scored, groups.sample(frac=1.0, random_state=2)), aligned)
+    pd.testing.assert_frame_equal(clv.value_by_group(scored, groups.iloc[5:]), clv.value_by_group(scored, groups.iloc[5:].copy()))
+    assert clv.value_by_group(scored, groups.iloc[5:])["group"].tolist().count("?") == 1

@@ -389,3 +389,32 @@ def test_average_clv_appears_when_stage_04_has_written_it(tiny_run, tmp_path):
     assert after.clv_available
     expected = before.customers.assign(clv=np.arange(len(ids), dtype=float)).groupby("rfm_segment")["clv"].mean().round(2)
     assert after.profiles.set_index("segment")["mean_clv"].to_dict() == expected.reindex(after.profiles["segment"]).to_dict()
+
+
+def test_tree_matrix_is_what_the_tree_saw_from_the_one_hot_frame():
+    """The float32 matrix built column by column equals scikit-learn's float32 conversion of the
+    float64 one-hot frame (columns sorted by name), missing ages and levels included."""
+    rng = np.random.default_rng(0)
+    n = 500
+    joined = pd.DataFrame({"age": np.where(rng.random(n) < 0.1, np.nan, rng.uniform(18, 80, n)),
+                           "gender": rng.choice(["F", "M", None], n), "region": rng.choice(["北", "南", "东"], n)})
+    columns = ["age", "gender", "region"]
+    x, names = segmentation._tree_matrix(joined, columns)
+    frame = pd.concat([joined[["age"]].astype("float64"),
+                       pd.get_dummies(joined[["gender", "region"]].fillna("?"), prefix_sep="=", dtype="float64")], axis=1)
+    frame = frame[sorted(frame.columns)]
+    assert names == list(frame.columns)
+    np.testing.assert_array_equal(x, np.asarray(frame, dtype=np.float32))
+    assert x.dtype == np.float32
+
+
+def test_mean_clv_per_segment_does_not_depend_on_the_order_of_04s_table():
+    customers = pd.DataFrame({"customer_id": [f"c{i:03d}" for i in range(60)], "recency": np.arange(60),
+                              "frequency": 1 + np.arange(60) % 4, "monetary": np.linspace(1.0, 60.0, 60),
+                              "rfm_segment": np.where(np.arange(60) % 3, "Champions", "Hibernating")})
+    clv = pd.Series(np.linspace(5.0, 500.0, 60), index=customers["customer_id"])
+    order = list(segmentation.SEGMENT_ORDER)
+    aligned = segmentation.segment_profiles(customers, order, SEG, "en", clv)  # same customers, same order
+    shuffled = segmentation.segment_profiles(customers, order, SEG, "en", clv.sample(frac=1.0, random_state=0).iloc[3:])
+    pd.testing.assert_frame_equal(segmentation.segment_profiles(customers, order, SEG, "en", clv.sample(frac=1.0, random_state=0)), aligned)
+    assert aligned["mean_clv"].notna().all() and not shuffled["mean_clv"].equals(aligned["mean_clv"])
