@@ -29,12 +29,20 @@ def test_floor_notebooks_keep_names_metadata_and_only_the_parameters_cell(tmp_pa
 
 
 def test_scaled_params_point_every_source_at_the_folder(tmp_path: Path) -> None:
+    """Every source's file in the folder; a table whose file is not there (no touch log) is left out."""
+    template = yaml.safe_load((ROOT / "params" / "default.yaml").read_text(encoding="utf-8"))
+    names = {Path(s["path"]).name for sources in template["data"]["sources"].values() for s in sources}
+    (tmp_path / "data").mkdir()
+    for name in names - {"touchpoints.csv"}:
+        (tmp_path / "data" / name).write_text("", encoding="utf-8")
     params = yaml.safe_load(workbook.scaled_params(ROOT / "params" / "default.yaml", tmp_path / "data",
-                                                   tmp_path / "p.yaml").read_text(encoding="utf-8"))
+                                                   tmp_path / "p.yaml", {"memory_limit": "4GB"}).read_text(encoding="utf-8"))
     assert "demo" not in params["data"]
+    assert "touchpoints" in template["data"]["sources"] and "touchpoints" not in params["data"]["sources"]
     paths = [Path(s["path"]) for sources in params["data"]["sources"].values() for s in sources]
-    assert paths and all(p.is_absolute() and p.parent == (tmp_path / "data").resolve() for p in paths)
-    assert params["run"]["analysis_date"] is not None
+    assert len(paths) == len(names) - 1
+    assert all(p.is_absolute() and p.parent == (tmp_path / "data").resolve() for p in paths)
+    assert params["run"]["analysis_date"] is not None and params["run"]["memory_limit"] == "4GB"
 
 
 def _fake_run(seconds: dict[str, float]) -> dict:
