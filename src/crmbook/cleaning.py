@@ -21,6 +21,7 @@ in parts on disk with the same rules and results (`clean_run`, `clean_in_parts`)
 """
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import logging
 import re
@@ -1116,7 +1117,7 @@ def clean_run(cfg: Config, run_dir: str | Path) -> Cleaned:
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from crmbook import ingestion, store
+    from crmbook import engine, ingestion, store
 
     names = [table for table, _ in cfg.data.sources.items()]
     paths = ingestion.canonical_paths(cfg, run_dir)
@@ -1132,8 +1133,9 @@ def clean_run(cfg: Config, run_dir: str | Path) -> Cleaned:
         kept = int(ledgers[table]["rows_out"].iloc[-1])
         _log.info("cleaned %s: %s rows kept, %s quarantined", table, f"{kept:,}",
                   f"{int(ledgers[table]['rows_quarantined'].sum()):,}")
-        if table == "transactions":
-            out.orders = order_facts(store.tables_dir(run_dir) / "clean_transactions.parquet")
+        if table == "transactions":  # counted on DuckDB within the params' memory limit
+            with contextlib.closing(engine.from_params(cfg)) as con:
+                out.orders = order_facts(store.tables_dir(run_dir) / "clean_transactions.parquet", con)
     out.quality = pd.concat([ledgers[t] for t in names if t in ledgers], ignore_index=True)
     return out
 
@@ -1165,22 +1167,25 @@ def load_clean(cfg: Config, run_dir, only: tuple[str, ...] | None = None) -> dic
     return {n: store.read_table(run_dir, f"clean_{n}") for n in names if only is None or n in only}
 
 
-def order_facts(transactions: pd.DataFrame | str | Path) -> dict:
+def order_facts(transactions: pd.DataFrame | str | Path, con=None) -> dict:
     """Rows, customers, orders, revenue, first and last order time, and revenue and orders per
-    calendar month of the clean transactions (a frame, or a Parquet file read out of core)."""
+    calendar month of the clean transactions (a frame, or a Parquet file read out of core), on the
+    DuckDB connection `con` (its own when not given, closed after)."""
     import duckdb
 
-    con = duckdb.connect()
+    own = con is None
+    con = duckdb.connect() if own else con
     if isinstance(transactions, pd.DataFrame):
         con.register("t", transactions)
     else:
-        con.execute(f"CREATE VIEW t AS SELECT * FROM read_parquet('{_sql_path(Path(transactions))}')")
+        con.execute(f"CREATE OR REPLACE TEMP VIEW t AS SELECT * FROM read_parquet('{_sql_path(Path(transactions))}')")
     rows, customers, orders, revenue, first, last = con.execute(
         "SELECT count(*), count(DISTINCT customer_id), count(DISTINCT order_id), coalesce(sum(amount), 0), "
         "min(order_ts), max(order_ts) FROM t").fetchone()
     monthly = con.execute("SELECT date_trunc('month', order_ts) AS month, sum(amount) AS revenue, "
                           "count(DISTINCT order_id) AS orders FROM t WHERE order_ts IS NOT NULL GROUP BY 1 ORDER BY 1").df()
-    con.close()
+    if own:
+        con.close()
     return {"rows": int(rows), "customers": int(customers), "orders": int(orders), "revenue": float(revenue),
             "first": first, "last": last, "monthly": monthly.astype({"month": "datetime64[us]"})}
 
